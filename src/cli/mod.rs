@@ -1,0 +1,143 @@
+//! The command line (clap): one file per group of subcommands. Client commands talk to the daemon
+//! over HTTP; `serve`, `validate`, `schema`, `diff --against` and `worker` need no daemon.
+
+mod apply;
+mod client;
+mod diff;
+mod model;
+mod serve;
+mod status;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::worker::WorkerArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hub",
+    version,
+    about = "Declarative reconciler for a machine that serves AI models",
+    long_about = "Declarative reconciler for a machine that serves AI models.\n\nEdit hub.yaml, review with `hub diff`, converge with `hub apply` (or just save the file that `hub serve` watches), and read the result with `hub status`."
+)]
+pub struct Cli {
+    /// The daemon's address for client commands (default: host and port from the config file).
+    #[arg(long, global = true, env = "HUB_URL")]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground: watch hub.yaml and reconcile.
+    Serve(serve::ServeArgs),
+    /// Check a hub.yaml file and print every problem with its line and column.
+    Validate(FileArg),
+    /// Print the JSON Schema of hub.yaml.
+    Schema,
+    /// Show what applying FILE would do (exit 0: no change, 1: changes, 2: error).
+    Diff(diff::DiffArgs),
+    /// Make FILE the desired state.
+    Apply(apply::ApplyArgs),
+    /// Show the daemon's status.
+    Status(status::StatusArgs),
+    /// Re-read the watched hub.yaml now.
+    Reload,
+    /// Stop the daemon (and its workers, unless --keep-workers).
+    Shutdown(model::ShutdownArgs),
+    /// Start models' workers (an override until their hub.yaml entry changes).
+    StartModel(model::ModelArgs),
+    /// Stop models' workers (an override until their hub.yaml entry changes).
+    StopModel(model::ModelArgs),
+    /// Load models' weights (on demand for a running model).
+    LoadModel(model::ModelArgs),
+    /// Free models' weights.
+    UnloadModel(model::ModelArgs),
+    /// Run the built-in model server (started by hub itself for the `builtin` engine).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// `-f FILE`, defaulting to `./hub.yaml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileArg {
+    /// The hub.yaml file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "hub.yaml",
+        env = "HUB_CONFIG"
+    )]
+    pub file: PathBuf,
+}
+
+impl FileArg {
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("HUB_CONFIG").map_or_else(|| PathBuf::from("hub.yaml"), PathBuf::from)
+    }
+}
+
+/// Parses the command line, runs the command, and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threaded = matches!(cli.command, Command::Serve(_));
+    let runtime = if threaded {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // kubectl's convention for diff: 1 means "there are changes", so errors are 2.
+    let error_code = if matches!(cli.command, Command::Diff(_)) {
+        2
+    } else {
+        1
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(error_code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let url = cli.url;
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Validate(args) => validate::validate(&args.file),
+        Command::Schema => validate::schema(),
+        Command::Diff(args) => diff::run(args, url).await,
+        Command::Apply(args) => apply::run(args, url).await,
+        Command::Status(args) => status::run(args, url).await,
+        Command::Reload => model::reload(url).await,
+        Command::Shutdown(args) => model::shutdown(args, url).await,
+        Command::StartModel(args) => model::run(args, crate::reconcile::Verb::Start, url).await,
+        Command::StopModel(args) => model::run(args, crate::reconcile::Verb::Stop, url).await,
+        Command::LoadModel(args) => model::run(args, crate::reconcile::Verb::Load, url).await,
+        Command::UnloadModel(args) => model::run(args, crate::reconcile::Verb::Unload, url).await,
+        Command::Worker(args) => crate::worker::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Parses `--timeout 90s` and the like.
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+        .ok_or_else(|| format!("invalid duration {text:?}: use 500ms, 90s, 15m or 1h"))
+}

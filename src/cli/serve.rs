@@ -1,0 +1,164 @@
+//! `hub serve`: the daemon in the foreground. Loads hub.yaml (refusing to start on a bad one),
+//! binds the API, starts the reconcile loop and the file watcher, and on SIGTERM/SIGINT or
+//! `POST /hub/shutdown` stops every worker before it exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::FileArg;
+use crate::reconcile::{self, Event};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    file: FileArg,
+    /// API bind address, instead of the config's `host`.
+    #[arg(long)]
+    host: Option<String>,
+    /// API port, instead of the config's `port` (0 picks a free one and prints it).
+    #[arg(long)]
+    port: Option<u16>,
+    /// On shutdown leave the workers running, for the next `hub serve` to adopt.
+    #[arg(long)]
+    keep_workers: bool,
+    /// How often to re-read hub.yaml and re-check everything even without events.
+    #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
+    resync_every: Duration,
+    /// At most this many models' actions run at once.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent: usize,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let path = absolute(&args.file.file);
+    let (text, desired) = match crate::config::load(&path) {
+        Ok(loaded) => loaded,
+        Err(rejection) => {
+            eprintln!("{rejection}");
+            bail!(
+                "{} is invalid ({} problems); nothing was started",
+                path.display(),
+                rejection.problems.len()
+            );
+        }
+    };
+    let settings = desired.settings.clone();
+    std::fs::create_dir_all(&settings.log_path).with_context(|| {
+        format!(
+            "cannot create log_path {}; set `log_path` in hub.yaml to a writable directory",
+            settings.log_path.display()
+        )
+    })?;
+    init_tracing(&settings.log_path, settings.log_level.as_str())?;
+
+    let host = args.host.unwrap_or(settings.host.clone());
+    let port = args.port.unwrap_or(settings.port);
+    let token = std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty());
+    if !crate::api::is_loopback(&host) && token.is_none() {
+        bail!(
+            "refusing to serve the API on non-loopback address {host} without a token: set HUB_TOKEN, or bind 127.0.0.1"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let address = listener.local_addr()?;
+    // One plain line on stdout, for scripts and tests that asked for port 0.
+    println!("hub: listening on http://{address}");
+    tracing::info!(config = %path.display(), "hub listening on http://{address}");
+
+    let hub_exe = std::env::current_exe().context("cannot find the hub executable")?;
+    let options = reconcile::Options {
+        config_path: path.clone(),
+        hub_exe,
+        resync_every: args.resync_every,
+        max_concurrent: args.max_concurrent.max(1),
+    };
+    let sha256 = crate::sha256_hex(text.as_bytes());
+    let (reconciler, events, handle) = reconcile::start(options, desired, text);
+    crate::watch::spawn(
+        path.clone(),
+        sha256,
+        handle.events.clone(),
+        handle.reread.clone(),
+    )?;
+    let keep_workers = args.keep_workers;
+    let signals = handle.events.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        let _ = signals.send(Event::Shutdown { keep_workers });
+    });
+
+    let app = crate::api::router(handle, token);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = done_rx.await;
+            })
+            .await
+    });
+    reconciler.run(events).await;
+    let _ = done_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) | Err(_) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("API server: {e}"),
+        Ok(Err(e)) => tracing::warn!("API server task: {e}"),
+    }
+    tracing::info!("hub stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config path with its directory made canonical. The file itself is not resolved: it may be
+/// a symlink (a ConfigMap's) whose target changes, and the watched path must stay the same.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or(path),
+        _ => path,
+    }
+}
+
+/// Logs to stderr (for systemd and terminals) and to `<log_path>/hub.log`. `RUST_LOG` overrides
+/// the config's `log_level`.
+fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let file_path = log_path.join("hub.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file_path)
+        .with_context(|| format!("cannot open {}", file_path.display()))?;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("hub={level},warn")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(Arc::new(file)),
+        )
+        .try_init()
+        .ok();
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The validated desired state: types that cannot be wrong once `load` has produced them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::file::{DesiredState, HttpMethod, LogLevel};
+
+/// A model name that matches the slug pattern, so it is safe in URLs and file names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ModelName(Arc<str>);
+
+impl ModelName {
+    pub fn new(name: &str) -> Result<ModelName, String> {
+        if is_slug(name) {
+            Ok(ModelName(name.into()))
+        } else {
+            Err(format!(
+                "invalid name {name:?}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ModelName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        ModelName::new(&value)
+    }
+}
+
+impl From<ModelName> for String {
+    fn from(value: ModelName) -> Self {
+        value.0.to_string()
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for ModelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// True for `^[a-z0-9][a-z0-9_-]{0,62}$`, without a regex engine.
+pub fn is_slug(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+}
+
+/// Parses `500ms`, `90s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let digits = s.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = s.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }?;
+    Some(Duration::from_millis(millis))
+}
+
+/// Everything hub.yaml asks for, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub settings: Settings,
+    pub models: BTreeMap<ModelName, ModelSpec>,
+    pub groups: BTreeMap<String, Group>,
+}
+
+impl Desired {
+    /// The group a model belongs to, if any.
+    pub fn group_of(&self, model: &ModelName) -> Option<&Group> {
+        let spec = self.models.get(model)?;
+        self.groups.get(spec.group.as_deref()?)
+    }
+}
+
+/// Daemon-wide settings. Changing them at runtime affects only what can change without a restart
+/// of the daemon (new workers' ports); the API address and log path are read at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub model_starting_port: u16,
+    pub log_level: LogLevel,
+    pub log_path: PathBuf,
+    pub enable_status_page: bool,
+    /// The directory hub.yaml lives in: workers run there, so relative model paths work.
+    pub config_dir: PathBuf,
+}
+
+/// One model as the operator wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: ModelName,
+    pub model_type: Option<String>,
+    pub state: DesiredState,
+    pub group: Option<String>,
+    pub idle_unload_after: Option<Duration>,
+    /// The part of the spec that a running worker was started from: any change restarts it.
+    pub run: RunSpec,
+}
+
+/// What a worker process is started from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub engine_name: String,
+    pub engine: Arc<Engine>,
+    pub model_path: String,
+    /// A fixed port, or `None` for an auto-assigned one.
+    pub port: Option<u16>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl RunSpec {
+    /// What differs between the spec a worker runs with and `self`, in words for `hub diff`.
+    pub fn changes_from(&self, running: &RunSpec) -> Vec<&'static str> {
+        let mut changes = Vec::new();
+        if self.engine_name != running.engine_name {
+            changes.push("engine changed");
+        } else if self.engine != running.engine {
+            changes.push("engine definition changed");
+        }
+        if self.model_path != running.model_path {
+            changes.push("model_path changed");
+        }
+        if self.port != running.port {
+            changes.push("port changed");
+        }
+        if self.args != running.args {
+            changes.push("args changed");
+        }
+        if self.env != running.env {
+            changes.push("env changed");
+        }
+        changes
+    }
+}
+
+/// How to run one kind of model server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Engine {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub health: Health,
+    pub stop_timeout: Duration,
+    pub stop_command: Option<Vec<String>>,
+    pub load: Option<HttpCall>,
+    pub unload: Option<HttpCall>,
+}
+
+impl Engine {
+    /// The built-in worker: this binary's `hub worker` subcommand.
+    pub fn builtin() -> Engine {
+        let command = [
+            "{hub}",
+            "worker",
+            "--name",
+            "{name}",
+            "--model-path",
+            "{model_path}",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ];
+        Engine {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            health: Health::default(),
+            stop_timeout: Duration::from_secs(10),
+            stop_command: None,
+            load: Some(HttpCall::post("/load")),
+            unload: Some(HttpCall::post("/unload")),
+        }
+    }
+
+    /// Whether weights can be loaded and freed while the process stays up. Without this, a model
+    /// counts as loaded exactly while its worker is ready.
+    pub fn has_memory_control(&self) -> bool {
+        self.load.is_some() && self.unload.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub path: String,
+    pub interval: Duration,
+    pub start_timeout: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/health".to_string(),
+            interval: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCall {
+    pub method: HttpMethod,
+    pub path: String,
+    pub body: Option<String>,
+    pub timeout: Duration,
+}
+
+impl HttpCall {
+    pub fn post(path: &str) -> HttpCall {
+        HttpCall {
+            method: HttpMethod::Post,
+            path: path.to_string(),
+            body: None,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A memory group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub max_loaded: u32,
+    /// Member models in name order.
+    pub members: Vec<ModelName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_the_rest() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "10", "1.5s", "10d", "-1s", "99999999999999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs_follow_the_pattern() {
+        for good in ["a", "alpha", "tier_one", "m-2", "0x", &"a".repeat(63)] {
+            assert!(is_slug(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Alpha",
+            "-a",
+            "_a",
+            "a b",
+            "a/b",
+            "..",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(!is_slug(bad), "{bad}");
+        }
+    }
+}

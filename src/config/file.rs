@@ -1,0 +1,226 @@
+//! The shape of hub.yaml as written by operators: serde types that also generate the JSON Schema.
+//!
+//! These types only describe syntax. Nothing here is trusted until `load` has checked it against
+//! the schema and the semantic rules and turned it into a [`super::Desired`].
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A name for models, groups and engines: a lowercase slug that is also safe in a file name.
+pub const SLUG_PATTERN: &str = r"^[a-z0-9][a-z0-9_-]{0,62}$";
+/// A duration such as `500ms`, `90s`, `15m` or `1h`.
+pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
+
+/// The desired state of one machine: which model servers exist, which run, which keep weights loaded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "hub.yaml")]
+pub struct HubFile {
+    /// API bind address. A non-loopback address needs HUB_TOKEN. Default `127.0.0.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// API port. Default 8000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// First port for auto-assigned worker ports; busy ports are skipped. Default 47850.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub model_starting_port: Option<u16>,
+    /// Daemon log level. Default `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+    /// Directory for the daemon log, one `<model>.log` per worker, and the state file.
+    /// Created if missing. Default: a per-user state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<String>,
+    /// Serve the HTML dashboard at `GET /hub`. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_status_page: Option<bool>,
+    /// Named engine definitions, in addition to the built-in `builtin`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engines: BTreeMap<String, EngineFile>,
+    /// The models this machine knows about.
+    pub models: Vec<ModelFile>,
+    /// Memory groups: at most `max_loaded` of a group's models are loaded at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupFile>,
+}
+
+/// Daemon log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// What an operator wants for one model.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Registered only: no worker process.
+    Stopped,
+    /// Worker process kept up; weights loaded on demand.
+    Running,
+    /// Worker up and weights loaded; pinned, never idle-unloaded or evicted.
+    Loaded,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Stopped => "stopped",
+            DesiredState::Running => "running",
+            DesiredState::Loaded => "loaded",
+        }
+    }
+}
+
+/// One model server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// Unique slug: lowercase letters, digits, `_` and `-`, at most 63 characters.
+    #[schemars(pattern(SLUG_PATTERN))]
+    pub name: String,
+    /// Passed to the engine as `{model_path}`.
+    #[schemars(length(min = 1))]
+    pub model_path: String,
+    /// Free label shown in status (lm, embeddings, whisper, image...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    /// Engine name. Default `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SLUG_PATTERN))]
+    pub engine: Option<String>,
+    /// Desired state. Default `stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DesiredState>,
+    /// The seed's spelling of `state: running`; must agree with `state` when both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+    /// Fixed worker port; otherwise auto-assigned from `model_starting_port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub port: Option<u16>,
+    /// Memory group name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SLUG_PATTERN))]
+    pub group: Option<String>,
+    /// A `running` model loaded on demand is unloaded after this much idle time (`90s`, `15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub idle_unload_after: Option<String>,
+    /// Extra argv entries appended to the engine's command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment for the worker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A memory group.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    /// Unique slug.
+    #[schemars(pattern(SLUG_PATTERN))]
+    pub name: String,
+    /// At most this many of the group's models are loaded at once.
+    #[schemars(range(min = 1))]
+    pub max_loaded: u32,
+}
+
+/// How to run, probe, stop, load and unload one kind of model server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    /// Argv template; placeholders `{name}`, `{model_path}`, `{port}`, `{host}`, and `{hub}` (this
+    /// binary). No shell is involved.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Environment for every worker of this engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthFile>,
+    /// Time between SIGTERM and SIGKILL of the worker's process group. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub stop_timeout: Option<String>,
+    /// Argv template run before SIGTERM, for workers that live in a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_command: Option<Vec<String>>,
+    /// HTTP request that loads weights while the process stays up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<HttpCallFile>,
+    /// HTTP request that frees weights while the process stays up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unload: Option<HttpCallFile>,
+}
+
+/// A worker's readiness probe.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// HTTP path answered with 2xx when ready. Default `/health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^/"))]
+    pub path: Option<String>,
+    /// Time between probes of a running worker. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// How long a starting worker may take to become healthy. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub start_timeout: Option<String>,
+}
+
+/// An HTTP request to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCallFile {
+    /// HTTP method. Default `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<HttpMethod>,
+    /// Request path, starting with `/`; placeholders as in `command`.
+    #[schemars(pattern(r"^/"))]
+    pub path: String,
+    /// Request body (JSON text); placeholders as in `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// How long the request may take. Default `300s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Delete,
+}

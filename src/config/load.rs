@@ -1,0 +1,676 @@
+//! From bytes to [`Desired`]: read with a size limit, parse YAML, check the JSON Schema, then the
+//! semantic rules the schema cannot express. Every problem is collected and reported at once, each
+//! with its JSON path and, where it can be known, the line and column in the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::desired::{
+    Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
+    parse_duration,
+};
+use super::file::{
+    DURATION_PATTERN, DesiredState, EngineFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
+    SLUG_PATTERN,
+};
+use super::locate;
+
+/// hub.yaml files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 8000;
+pub const DEFAULT_MODEL_STARTING_PORT: u16 = 47850;
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Where in the document, as `models[2].group`; empty for the whole file.
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+/// A config file that was refused, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Rejection {
+    /// One line per problem, as compilers print them: `file:line:column: path: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file)?;
+            if let Some(line) = problem.line {
+                write!(f, ":{line}")?;
+                if let Some(column) = problem.column {
+                    write!(f, ":{column}")?;
+                }
+            }
+            if problem.path.is_empty() {
+                write!(f, ": {}", problem.message)?;
+            } else {
+                write!(f, ": {}: {}", problem.path, problem.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl Rejection {
+    fn whole_file(file: &str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            file: file.to_string(),
+            problems: vec![Problem {
+                path: String::new(),
+                line: None,
+                column: None,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Reads a config file as UTF-8 text, refusing what is too large or not text.
+pub fn read(path: &Path) -> Result<String, Rejection> {
+    use std::io::Read;
+    let label = path.display().to_string();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Rejection::whole_file(&label, format!("cannot read the file: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Rejection::whole_file(&label, format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Rejection::whole_file(
+            &label,
+            format!("the file is larger than the limit of {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+        Rejection {
+            file: label.clone(),
+            problems: vec![Problem {
+                path: String::new(),
+                line: Some(line),
+                column: Some(column),
+                message: "the file is not valid UTF-8 text".to_string(),
+            }],
+        }
+    })
+}
+
+/// Parses and validates hub.yaml text. `file` names it in errors; relative paths in it
+/// (`log_path`, and the workers' working directory) are taken from `base_dir`.
+pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejection> {
+    let reject = |problems: Vec<Problem>| Rejection {
+        file: file.to_string(),
+        problems,
+    };
+    let value: Value = match serde_yaml::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            let location = e.location();
+            return Err(reject(vec![Problem {
+                path: String::new(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: format!("invalid YAML: {}", yaml_message(&e)),
+            }]));
+        }
+    };
+    if value.is_null() {
+        return Err(reject(vec![Problem {
+            path: String::new(),
+            line: None,
+            column: None,
+            message: "the file is empty: it needs at least `models:`".to_string(),
+        }]));
+    }
+
+    let mut problems = schema_problems(&value);
+    if problems.is_empty() {
+        match serde_json::from_value::<HubFile>(value) {
+            Ok(hub) => match convert(hub, base_dir) {
+                Ok(desired) => return Ok(desired),
+                Err(semantic) => problems = semantic,
+            },
+            // The schema is generated from these types, so this is a bug, but report it as a
+            // problem rather than panic on operator input.
+            Err(e) => problems.push(pointer_problem("", format!("{e}"))),
+        }
+    }
+    locate::fill_lines(text, &mut problems);
+    problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+    Err(reject(problems))
+}
+
+/// Reads and parses a file.
+pub fn load(path: &Path) -> Result<(String, Desired), Rejection> {
+    let text = read(path)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let desired = parse(&text, &path.display().to_string(), &base_dir)?;
+    Ok((text, desired))
+}
+
+/// The JSON Schema of hub.yaml, generated from [`HubFile`].
+pub fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        serde_json::to_value(schemars::schema_for!(HubFile)).expect("a schema is plain JSON")
+    })
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        jsonschema::validator_for(schema()).expect("the generated schema is a valid JSON Schema")
+    })
+}
+
+/// serde_yaml's messages end with " at line N column M", which we print separately.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn schema_problems(value: &Value) -> Vec<Problem> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let mut problems = Vec::new();
+    for error in validator().iter_errors(value) {
+        let pointer = error.instance_path().as_str().to_string();
+        match error.kind() {
+            Kind::AdditionalProperties { unexpected } => {
+                let known = known_keys(&pointer);
+                for key in unexpected {
+                    let mut message = format!("unknown key `{key}`");
+                    if let Some(suggestion) = closest(key, &known) {
+                        message.push_str(&format!(" (did you mean `{suggestion}`?)"));
+                    }
+                    let key_pointer = format!("{pointer}/{}", escape_pointer(key));
+                    problems.push(Problem {
+                        path: display_path(&key_pointer),
+                        line: None,
+                        column: None,
+                        message,
+                    });
+                }
+            }
+            Kind::Required { property } => {
+                let key = property.as_str().unwrap_or_default();
+                problems.push(pointer_problem(
+                    &pointer,
+                    format!("missing required key `{key}`"),
+                ));
+            }
+            Kind::Pattern { pattern } if pattern == SLUG_PATTERN => {
+                problems.push(pointer_problem(
+                    &pointer,
+                    format!(
+                        "invalid name {}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+                        error.instance()
+                    ),
+                ));
+            }
+            Kind::Pattern { pattern } if pattern == DURATION_PATTERN => {
+                problems.push(pointer_problem(
+                    &pointer,
+                    format!(
+                        "invalid duration {}: use a whole number and a unit, like 500ms, 90s, 15m or 1h",
+                        error.instance()
+                    ),
+                ));
+            }
+            _ => problems.push(pointer_problem(&pointer, error.to_string())),
+        }
+    }
+    problems
+}
+
+fn pointer_problem(pointer: &str, message: String) -> Problem {
+    Problem {
+        path: display_path(pointer),
+        line: None,
+        column: None,
+        message,
+    }
+}
+
+/// `/models/2/group` → `models[2].group`.
+pub fn display_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    out
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The keys the schema allows for the object at `pointer`, found by walking the schema.
+fn known_keys(pointer: &str) -> Vec<String> {
+    let root = schema();
+    let resolve = |mut node: &'static Value| -> &'static Value {
+        loop {
+            if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+                let Some(name) = reference.strip_prefix("#/$defs/") else {
+                    return node;
+                };
+                match root.get("$defs").and_then(|defs| defs.get(name)) {
+                    Some(target) => node = target,
+                    None => return node,
+                }
+            } else if let Some(first) =
+                node.get("anyOf")
+                    .and_then(Value::as_array)
+                    .and_then(|options| {
+                        options
+                            .iter()
+                            .find(|o| o.get("type") != Some(&"null".into()))
+                    })
+            {
+                node = first;
+            } else {
+                return node;
+            }
+        }
+    };
+    let mut node = resolve(root);
+    for segment in pointer.split('/').skip(1) {
+        let next = if let Some(items) = node.get("items") {
+            Some(items)
+        } else if let Some(property) = node.get("properties").and_then(|p| p.get(segment)) {
+            Some(property)
+        } else {
+            node.get("additionalProperties").filter(|a| a.is_object())
+        };
+        match next {
+            Some(next) => node = resolve(next),
+            None => return Vec::new(),
+        }
+    }
+    node.get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The known key nearest to a misspelt one, if it is near enough to be a likely typo.
+fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions (`laoded`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The semantic checks, and the conversion into [`Desired`] when they pass.
+fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |pointer: String, message: String| {
+        problems.push(pointer_problem(&pointer, message));
+    };
+
+    let api_port = hub.port.unwrap_or(DEFAULT_PORT);
+    let mut engines: BTreeMap<String, Arc<Engine>> = BTreeMap::new();
+    engines.insert("builtin".to_string(), Arc::new(Engine::builtin()));
+    for (name, file) in &hub.engines {
+        let pointer = format!("/engines/{}", escape_pointer(name));
+        if !is_slug(name) {
+            problem(
+                pointer,
+                format!(
+                    "invalid engine name {name:?}: use 1-63 lowercase letters, digits, '_' or '-'"
+                ),
+            );
+            continue;
+        }
+        match convert_engine(file, &pointer) {
+            Ok(engine) => {
+                engines.insert(name.clone(), Arc::new(engine));
+            }
+            Err((pointer, message)) => problem(pointer, message),
+        }
+    }
+
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut group_index: HashMap<&str, usize> = HashMap::new();
+    for (i, group) in hub.groups.iter().enumerate() {
+        if let Some(first) = group_index.insert(&group.name, i) {
+            problem(
+                format!("/groups/{i}/name"),
+                format!(
+                    "group {:?} is defined twice (first at groups[{first}])",
+                    group.name
+                ),
+            );
+            group_index.insert(&group.name, first);
+            continue;
+        }
+        groups.insert(
+            group.name.clone(),
+            Group {
+                name: group.name.clone(),
+                max_loaded: group.max_loaded,
+                members: Vec::new(),
+            },
+        );
+    }
+
+    let mut models: BTreeMap<ModelName, ModelSpec> = BTreeMap::new();
+    let mut model_index: HashMap<&str, usize> = HashMap::new();
+    let mut port_owner: HashMap<u16, &str> = HashMap::new();
+    for (i, model) in hub.models.iter().enumerate() {
+        let at = |key: &str| format!("/models/{i}/{key}");
+        let name = match ModelName::new(&model.name) {
+            Ok(name) => name,
+            Err(message) => {
+                problem(at("name"), message);
+                continue;
+            }
+        };
+        if let Some(first) = model_index.insert(&model.name, i) {
+            problem(
+                at("name"),
+                format!(
+                    "model {:?} is defined twice (first at models[{first}])",
+                    model.name
+                ),
+            );
+            model_index.insert(&model.name, first);
+            continue;
+        }
+
+        let state = match (model.state, model.default) {
+            (Some(state), None) => state,
+            (None, Some(true)) => DesiredState::Running,
+            (None, Some(false)) | (None, None) => DesiredState::Stopped,
+            (Some(state), Some(default)) => {
+                let agree = default == (state != DesiredState::Stopped);
+                if !agree {
+                    problem(
+                        at("default"),
+                        format!(
+                            "`default: {default}` disagrees with `state: {}`; remove `default` (it is the old spelling of `state: running`)",
+                            state.as_str()
+                        ),
+                    );
+                }
+                state
+            }
+        };
+
+        let engine_name = model
+            .engine
+            .clone()
+            .unwrap_or_else(|| "builtin".to_string());
+        let engine = match engines.get(&engine_name) {
+            Some(engine) => Some(engine.clone()),
+            None => {
+                if !hub.engines.contains_key(&engine_name) {
+                    let defined: Vec<&str> = engines.keys().map(String::as_str).collect();
+                    problem(
+                        at("engine"),
+                        format!(
+                            "unknown engine {engine_name:?} (defined: {})",
+                            defined.join(", ")
+                        ),
+                    );
+                }
+                None
+            }
+        };
+
+        if let Some(port) = model.port {
+            if port == api_port {
+                problem(
+                    at("port"),
+                    format!("port {port} is the API port; pick another"),
+                );
+            } else if let Some(owner) = port_owner.insert(port, &model.name) {
+                problem(
+                    at("port"),
+                    format!("port {port} is already used by model {owner:?}"),
+                );
+                port_owner.insert(port, owner);
+            }
+        }
+
+        if let Some(group) = &model.group {
+            match groups.get_mut(group) {
+                Some(g) => g.members.push(name.clone()),
+                None => problem(
+                    at("group"),
+                    format!("group {group:?} is not defined; add it under `groups:`"),
+                ),
+            }
+        }
+
+        let idle_unload_after = match &model.idle_unload_after {
+            Some(text) => match parse_duration(text) {
+                Some(d) => Some(d),
+                None => {
+                    problem(
+                        at("idle_unload_after"),
+                        format!("invalid duration {text:?}"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+
+        if let Some(engine) = engine {
+            models.insert(
+                name.clone(),
+                ModelSpec {
+                    name,
+                    model_type: model.model_type.clone(),
+                    state,
+                    group: model.group.clone(),
+                    idle_unload_after,
+                    run: RunSpec {
+                        engine_name,
+                        engine,
+                        model_path: model.model_path.clone(),
+                        port: model.port,
+                        args: model.args.clone(),
+                        env: model.env.clone(),
+                    },
+                },
+            );
+        }
+    }
+
+    for (i, group) in hub.groups.iter().enumerate() {
+        let pinned = hub
+            .models
+            .iter()
+            .filter(|m| m.group.as_deref() == Some(&group.name))
+            .filter(|m| m.state == Some(DesiredState::Loaded))
+            .count();
+        if pinned > group.max_loaded as usize && group_index.get(group.name.as_str()) == Some(&i) {
+            problem(
+                format!("/groups/{i}/max_loaded"),
+                format!(
+                    "group {:?} has {pinned} models with `state: loaded` but `max_loaded` is {}; raise it or set some to `running`",
+                    group.name, group.max_loaded
+                ),
+            );
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for group in groups.values_mut() {
+        group.members.sort();
+    }
+    let log_path = match &hub.log_path {
+        Some(path) => normalize(&base_dir.join(path)),
+        None => default_log_path(),
+    };
+    Ok(Desired {
+        settings: Settings {
+            host: hub.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_string()),
+            port: api_port,
+            model_starting_port: hub
+                .model_starting_port
+                .unwrap_or(DEFAULT_MODEL_STARTING_PORT),
+            log_level: hub.log_level.unwrap_or(LogLevel::Info),
+            log_path,
+            enable_status_page: hub.enable_status_page.unwrap_or(true),
+            config_dir: base_dir.to_path_buf(),
+        },
+        models,
+        groups,
+    })
+}
+
+fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine, (String, String)> {
+    let duration = |value: &Option<String>, key: &str, default| match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text).ok_or_else(|| {
+            (
+                format!("{pointer}/{key}"),
+                format!("invalid duration {text:?}"),
+            )
+        }),
+    };
+    let defaults = Health::default();
+    let health = match &file.health {
+        None => defaults,
+        Some(h) => Health {
+            path: h.path.clone().unwrap_or(defaults.path),
+            interval: duration(&h.interval, "health/interval", defaults.interval)?,
+            start_timeout: duration(
+                &h.start_timeout,
+                "health/start_timeout",
+                defaults.start_timeout,
+            )?,
+        },
+    };
+    let call =
+        |call: &Option<HttpCallFile>, key: &str| -> Result<Option<HttpCall>, (String, String)> {
+            let Some(call) = call else { return Ok(None) };
+            Ok(Some(HttpCall {
+                method: call.method.unwrap_or(HttpMethod::Post),
+                path: call.path.clone(),
+                body: call.body.clone(),
+                timeout: duration(
+                    &call.timeout,
+                    &format!("{key}/timeout"),
+                    HttpCall::post("/").timeout,
+                )?,
+            }))
+        };
+    let load = call(&file.load, "load")?;
+    let unload = call(&file.unload, "unload")?;
+    if load.is_some() != unload.is_some() {
+        let missing = if load.is_some() { "unload" } else { "load" };
+        return Err((
+            pointer.to_string(),
+            format!("an engine with `load` or `unload` needs both; add `{missing}`"),
+        ));
+    }
+    Ok(Engine {
+        command: file.command.clone(),
+        env: file.env.clone(),
+        health,
+        stop_timeout: duration(
+            &file.stop_timeout,
+            "stop_timeout",
+            Engine::builtin().stop_timeout,
+        )?,
+        stop_command: file.stop_command.clone(),
+        load,
+        unload,
+    })
+}
+
+/// Removes `.` and `..` without touching the file system (the directory may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `$XDG_STATE_HOME/hub`, else `~/.local/state/hub`, else a directory under the temp dir.
+pub fn default_log_path() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("hub");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(home).join(".local/state/hub");
+    }
+    std::env::temp_dir().join(format!("hub-{}", nix::unistd::getuid()))
+}

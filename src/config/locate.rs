@@ -1,0 +1,88 @@
+//! Line and column for a problem's JSON path, found by re-parsing the text with position marks.
+//!
+//! serde_yaml gives positions only for syntax errors, so for schema and semantic problems we walk
+//! the same path through saphyr's marked nodes. This runs only for files that already parsed.
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+
+use super::load::Problem;
+
+/// Fills in `line` and `column` of every problem whose path can be found in `text`.
+pub fn fill_lines(text: &str, problems: &mut [Problem]) {
+    if problems.iter().all(|p| p.line.is_some()) {
+        return;
+    }
+    let Ok(documents) = MarkedYaml::load_from_str(text) else {
+        return;
+    };
+    let Some(root) = documents.first() else {
+        return;
+    };
+    for problem in problems.iter_mut().filter(|p| p.line.is_none()) {
+        if let Some((line, column)) = find(root, &problem.path) {
+            problem.line = Some(line);
+            problem.column = Some(column);
+        }
+    }
+}
+
+/// Walks a display path (`models[2].group`) and returns the 1-based position of what it names:
+/// the key, when the last step is a mapping key (so unknown and misspelt keys point at
+/// themselves), else the value.
+fn find(root: &MarkedYaml, path: &str) -> Option<(usize, usize)> {
+    let steps = split_path(path);
+    let mut node = root;
+    let mut position = mark(node);
+    for step in steps {
+        match (&node.data, step) {
+            (YamlData::Mapping(map), Step::Key(key)) => {
+                let (k, v) = map.iter().find(|(k, _)| scalar_text(k) == Some(key))?;
+                position = mark(k);
+                node = v;
+            }
+            (YamlData::Sequence(items), Step::Index(i)) => {
+                node = items.get(i)?;
+                position = mark(node);
+            }
+            _ => return None,
+        }
+    }
+    Some(position)
+}
+
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            steps.push(Step::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                steps.push(Step::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    steps
+}
+
+fn mark(node: &MarkedYaml) -> (usize, usize) {
+    (node.span.start.line(), node.span.start.col() + 1)
+}
+
+fn scalar_text<'a>(node: &'a MarkedYaml) -> Option<&'a str> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => Some(s),
+        YamlData::Representation(s, _, _) => Some(s),
+        _ => None,
+    }
+}

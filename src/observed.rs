@@ -1,0 +1,123 @@
+//! What hub observes about each model: its worker process and its memory. Plain data, owned and
+//! changed only by the reconcile loop; the planner and the status view read it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+use crate::config::{DesiredState, ModelName, ModelSpec, RunSpec};
+
+/// Wall-clock time in UTC. The planner takes it as an argument and never reads a clock.
+pub type Time = OffsetDateTime;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub models: BTreeMap<ModelName, ModelObserved>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelObserved {
+    pub worker: Worker,
+    pub memory: Memory,
+    /// An action for this model is in flight; the planner leaves the model alone until it ends.
+    pub busy: bool,
+    /// An imperative call that contradicts hub.yaml, kept until the model's entry changes.
+    pub override_: Option<Override>,
+    /// An on-demand `load` asked for through the API and not yet carried out.
+    pub load_requested: bool,
+    /// An API `unload` of weights loaded on demand, not yet carried out.
+    pub unload_requested: bool,
+    /// The last action's error, cleared by the next success.
+    pub error: Option<ActionError>,
+    /// While set and in the future, the model is backing off after a failure.
+    pub next_retry_at: Option<Time>,
+    /// Consecutive failures, which set the backoff delay.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Worker {
+    pub phase: Phase,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub started_at: Option<Time>,
+    pub restarts: u32,
+    pub exit_code: Option<i32>,
+    pub exited_at: Option<Time>,
+    pub log_file: Option<PathBuf>,
+    /// The spec the live worker was started from.
+    pub run: Option<RunSpec>,
+    /// The worker died on its own after being ready, as opposed to failing to start.
+    pub crashed: bool,
+}
+
+/// The life of a worker process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Stopped,
+    Starting,
+    Ready,
+    Stopping,
+    /// Exited on its own, or failed to start; no process is left.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Stopping => "stopping",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    pub state: MemoryState,
+    pub loaded_at: Option<Time>,
+    pub last_activity: Option<Time>,
+    /// Loaded by an on-demand request rather than because hub.yaml pins it: such weights stay
+    /// when the model is only `running`, subject to idle unload and group eviction.
+    pub on_demand: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryState {
+    #[default]
+    Unloaded,
+    Loading,
+    Loaded,
+    Unloading,
+}
+
+impl MemoryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryState::Unloaded => "unloaded",
+            MemoryState::Loading => "loading",
+            MemoryState::Loaded => "loaded",
+            MemoryState::Unloading => "unloading",
+        }
+    }
+}
+
+/// A state set by an imperative call, valid while hub.yaml's entry for the model is `spec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub state: DesiredState,
+    pub spec: ModelSpec,
+    pub at: Time,
+    /// The API call that set it, for status (`stop`, `start`, `unload`, `load`).
+    pub by: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionError {
+    pub action: &'static str,
+    pub message: String,
+}

@@ -1,0 +1,432 @@
+//! The planner: a pure function from desired and observed state (and the time) to the actions
+//! that converge them. No IO, no clock, no async: `hub diff` prints exactly what `hub apply` runs.
+//!
+//! Each model is planned on its own, then memory groups are checked as a whole: loads into a full
+//! group evict the least recently used member that is not pinned.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::{Desired, DesiredState, ModelName, ModelSpec};
+use crate::observed::{MemoryState, ModelObserved, Observed, Phase, Time};
+
+/// What to do to every model hub knows of (in hub.yaml, or still running from before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub models: Vec<ModelPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelPlan {
+    pub name: ModelName,
+    /// The state being converged to: hub.yaml's, or an override's.
+    pub target: DesiredState,
+    /// Run in order, one at a time. Empty when the model is in sync or must wait.
+    pub actions: Vec<Action>,
+    /// Why the model is left alone although it is not in sync.
+    pub waiting: Option<Wait>,
+    pub override_: OverrideChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart { why: Vec<String> },
+    Load,
+    Unload { why: UnloadReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnloadReason {
+    /// hub.yaml no longer pins the model (`loaded` → `running`), or an API unload.
+    Unpinned,
+    /// Idle for longer than `idle_unload_after`.
+    Idle,
+    /// Evicted to make room in its group.
+    Evicted,
+    /// Asked for through the API.
+    Requested,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// An action for this model is in flight.
+    Busy,
+    /// Backing off after a failure until this time.
+    Backoff(Time),
+    /// Its group is full of models that cannot be evicted.
+    GroupFull { group: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideChange {
+    None,
+    /// An imperative call's state stays in force.
+    Kept,
+    /// hub.yaml's entry changed since the override was set, so hub.yaml wins again.
+    Cleared,
+}
+
+impl Action {
+    /// The verb the report and `hub apply` use, in the past tense.
+    pub fn past_tense(&self) -> &'static str {
+        match self {
+            Action::Start => "started",
+            Action::Stop => "stopped",
+            Action::Restart { .. } => "restarted",
+            Action::Load => "loaded",
+            Action::Unload { .. } => "unloaded",
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart { .. } => "restart",
+            Action::Load => "load",
+            Action::Unload { .. } => "unload",
+        }
+    }
+
+    /// `hub diff`'s marker for the action.
+    pub fn symbol(&self) -> &'static str {
+        match self {
+            Action::Start => "+",
+            Action::Stop => "-",
+            Action::Restart { .. } => "~",
+            Action::Load => "↑",
+            Action::Unload { .. } => "↓",
+        }
+    }
+
+    /// Stops and unloads free ports and memory, so they run before starts and loads.
+    pub fn frees_resources(&self) -> bool {
+        matches!(
+            self,
+            Action::Stop | Action::Unload { .. } | Action::Restart { .. }
+        )
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Action::Restart { why } => Some(why.join(", ")),
+            Action::Unload { why } => match why {
+                UnloadReason::Unpinned => None,
+                UnloadReason::Idle => Some("idle".to_string()),
+                UnloadReason::Evicted => Some("evicted to make room in its group".to_string()),
+                UnloadReason::Requested => Some("requested".to_string()),
+            },
+            _ => None,
+        }
+    }
+}
+
+impl ModelPlan {
+    pub fn is_noop(&self) -> bool {
+        self.actions.is_empty() && self.override_ != OverrideChange::Cleared
+    }
+
+    /// Whether the model needs nothing and waits for nothing.
+    pub fn in_sync(&self) -> bool {
+        self.actions.is_empty() && self.waiting.is_none()
+    }
+}
+
+impl Plan {
+    /// Whether applying it would do anything at all.
+    pub fn is_noop(&self) -> bool {
+        self.models.iter().all(ModelPlan::is_noop)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelPlan> {
+        self.models
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.models[i])
+    }
+}
+
+impl fmt::Display for ModelPlan {
+    /// One line per model: `+ alpha  start, load`, `~ beta  restart (model_path changed)`,
+    /// `= gamma  unchanged`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let symbol = self.actions.first().map_or("=", Action::symbol);
+        write!(f, "{symbol} {}", self.name)?;
+        if self.actions.is_empty() {
+            f.write_str("  unchanged")?;
+        } else {
+            let steps: Vec<String> = self
+                .actions
+                .iter()
+                .map(|a| match a.detail() {
+                    Some(detail) => format!("{} ({detail})", a.verb()),
+                    None => a.verb().to_string(),
+                })
+                .collect();
+            write!(f, "  {}", steps.join(", "))?;
+        }
+        match &self.waiting {
+            None => {}
+            Some(Wait::Busy) => f.write_str(" [in progress]")?,
+            Some(Wait::Backoff(until)) => {
+                write!(f, " [backing off until {}]", crate::rfc3339(*until))?
+            }
+            Some(Wait::GroupFull { group }) => write!(f, " [group {group:?} is full]")?,
+        }
+        match self.override_ {
+            OverrideChange::None => {}
+            OverrideChange::Kept => write!(f, " [override: {}]", self.target.as_str())?,
+            OverrideChange::Cleared => f.write_str(" [clears override]")?,
+        }
+        Ok(())
+    }
+}
+
+/// Computes what converges `observed` to `desired` at time `now`.
+pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
+    let idle = ModelObserved::default();
+    let mut plans: BTreeMap<&ModelName, ModelPlan> = BTreeMap::new();
+    for (name, spec) in &desired.models {
+        let obs = observed.models.get(name).unwrap_or(&idle);
+        plans.insert(name, plan_model(name, Some(spec), obs, now));
+    }
+    for (name, obs) in &observed.models {
+        if !desired.models.contains_key(name) {
+            plans.insert(name, plan_model(name, None, obs, now));
+        }
+    }
+    for group in desired.groups.values() {
+        enforce_group_cap(desired, observed, group, &mut plans);
+    }
+    Plan {
+        models: plans.into_values().collect(),
+    }
+}
+
+fn plan_model(
+    name: &ModelName,
+    spec: Option<&ModelSpec>,
+    obs: &ModelObserved,
+    now: Time,
+) -> ModelPlan {
+    let (target, override_) = match (spec, &obs.override_) {
+        (Some(spec), Some(o)) if o.spec == *spec => (o.state, OverrideChange::Kept),
+        (Some(spec), Some(_)) => (spec.state, OverrideChange::Cleared),
+        (Some(spec), None) => (spec.state, OverrideChange::None),
+        (None, Some(_)) => (DesiredState::Stopped, OverrideChange::Cleared),
+        (None, None) => (DesiredState::Stopped, OverrideChange::None),
+    };
+    let mut plan = ModelPlan {
+        name: name.clone(),
+        target,
+        actions: Vec::new(),
+        waiting: None,
+        override_,
+    };
+    if obs.busy {
+        plan.waiting = Some(Wait::Busy);
+        return plan;
+    }
+    let phase = obs.worker.phase;
+    let Some(spec) = spec.filter(|_| target != DesiredState::Stopped) else {
+        if matches!(phase, Phase::Ready | Phase::Failed) {
+            plan.actions.push(Action::Stop);
+        }
+        return plan;
+    };
+
+    let mut fresh = false;
+    match phase {
+        Phase::Ready => {
+            let running = obs.worker.run.as_ref();
+            let changes = running.map_or_else(Vec::new, |run| spec.run.changes_from(run));
+            if !changes.is_empty() {
+                plan.actions.push(Action::Restart {
+                    why: changes.into_iter().map(String::from).collect(),
+                });
+                fresh = true;
+            }
+        }
+        Phase::Failed | Phase::Stopped | Phase::Starting | Phase::Stopping => {
+            if let Some(until) = obs.next_retry_at.filter(|t| *t > now) {
+                plan.waiting = Some(Wait::Backoff(until));
+                return plan;
+            }
+            plan.actions.push(if obs.worker.crashed {
+                let why = match obs.worker.exit_code {
+                    Some(code) => format!("exited with code {code}"),
+                    None => "exited".to_string(),
+                };
+                Action::Restart { why: vec![why] }
+            } else {
+                Action::Start
+            });
+            fresh = true;
+        }
+    }
+
+    if !spec.run.engine.has_memory_control() {
+        return plan;
+    }
+    let loaded = !fresh && obs.memory.state == MemoryState::Loaded;
+    match target {
+        DesiredState::Loaded if !loaded => plan.actions.push(Action::Load),
+        DesiredState::Running if loaded && !obs.memory.on_demand => {
+            plan.actions.push(Action::Unload {
+                why: UnloadReason::Unpinned,
+            });
+        }
+        DesiredState::Running if loaded && obs.unload_requested => {
+            plan.actions.push(Action::Unload {
+                why: UnloadReason::Requested,
+            });
+        }
+        DesiredState::Running if loaded && is_idle(spec, obs, now) => {
+            plan.actions.push(Action::Unload {
+                why: UnloadReason::Idle,
+            });
+        }
+        DesiredState::Running if !loaded && obs.load_requested => plan.actions.push(Action::Load),
+        _ => {}
+    }
+    plan
+}
+
+/// When an on-demand load's idle timer fires, if the model has one.
+pub fn unload_at(spec: &ModelSpec, obs: &ModelObserved) -> Option<Time> {
+    let idle = spec.idle_unload_after?;
+    if obs.memory.state != MemoryState::Loaded || !obs.memory.on_demand {
+        return None;
+    }
+    let since = obs.memory.last_activity.or(obs.memory.loaded_at)?;
+    Some(since + idle)
+}
+
+fn is_idle(spec: &ModelSpec, obs: &ModelObserved, now: Time) -> bool {
+    unload_at(spec, obs).is_some_and(|at| at <= now)
+}
+
+/// Keeps a group within `max_loaded` after the per-model plans: evicts the least recently used
+/// members that are not pinned, and holds back on-demand loads that still do not fit.
+fn enforce_group_cap(
+    desired: &Desired,
+    observed: &Observed,
+    group: &crate::config::Group,
+    plans: &mut BTreeMap<&ModelName, ModelPlan>,
+) {
+    let idle = ModelObserved::default();
+    let members: Vec<(&ModelName, &ModelObserved)> = group
+        .members
+        .iter()
+        .filter(|m| {
+            desired
+                .models
+                .get(*m)
+                .is_some_and(|s| s.run.engine.has_memory_control())
+        })
+        .map(|m| (m, observed.models.get(m).unwrap_or(&idle)))
+        .collect();
+    // Members that will hold weights once the plans so far have run.
+    let will_hold = |obs: &ModelObserved, plan: &ModelPlan| -> bool {
+        let holds_now = matches!(obs.memory.state, MemoryState::Loaded | MemoryState::Loading);
+        plan.actions.contains(&Action::Load)
+            || (holds_now && !plan.actions.iter().any(Action::frees_resources))
+    };
+    let mut holding = members
+        .iter()
+        .filter(|(name, obs)| will_hold(obs, &plans[name]))
+        .count();
+    let cap = group.max_loaded as usize;
+    if holding <= cap {
+        return;
+    }
+
+    // Evict: loaded now, not about to (re)load, not busy, not pinned; least recently used first.
+    let mut evictable: Vec<(&ModelName, &ModelObserved)> = members
+        .iter()
+        .filter(|(name, obs)| {
+            let plan = &plans[name];
+            obs.memory.state == MemoryState::Loaded
+                && !obs.busy
+                && plan.target != DesiredState::Loaded
+                && plan.actions.is_empty()
+        })
+        .copied()
+        .collect();
+    evictable.sort_by_key(|(name, obs)| {
+        (
+            obs.memory.last_activity.or(obs.memory.loaded_at),
+            (*name).clone(),
+        )
+    });
+    for (name, _) in evictable {
+        if holding <= cap {
+            break;
+        }
+        if let Some(plan) = plans.get_mut(name) {
+            plan.actions.push(Action::Unload {
+                why: UnloadReason::Evicted,
+            });
+            holding -= 1;
+        }
+    }
+
+    // Still too many: hold back loads, on-demand ones first, until it fits.
+    let mut loading: Vec<&ModelName> = members
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| plans[name].actions.contains(&Action::Load))
+        .collect();
+    loading.sort_by_key(|name| (plans[name].target == DesiredState::Loaded, (*name).clone()));
+    for name in loading {
+        if holding <= cap {
+            break;
+        }
+        if let Some(plan) = plans.get_mut(name) {
+            plan.actions.retain(|a| *a != Action::Load);
+            plan.waiting = Some(Wait::GroupFull {
+                group: group.name.clone(),
+            });
+            holding -= 1;
+        }
+    }
+}
+
+/// The observed state as it would be once `desired` has converged: what `hub diff --against`
+/// plans against, and what tests use as a settled machine.
+pub fn converged(desired: &Desired) -> Observed {
+    use crate::observed::{Memory, Worker};
+    let mut observed = Observed::default();
+    for (name, spec) in &desired.models {
+        if spec.state == DesiredState::Stopped {
+            continue;
+        }
+        let loaded = spec.state == DesiredState::Loaded && spec.run.engine.has_memory_control();
+        observed.models.insert(
+            name.clone(),
+            ModelObserved {
+                worker: Worker {
+                    phase: Phase::Ready,
+                    port: spec.run.port,
+                    run: Some(spec.run.clone()),
+                    ..Worker::default()
+                },
+                memory: Memory {
+                    state: if loaded {
+                        MemoryState::Loaded
+                    } else {
+                        MemoryState::Unloaded
+                    },
+                    ..Memory::default()
+                },
+                ..ModelObserved::default()
+            },
+        );
+    }
+    observed
+}
+
+#[cfg(test)]
+mod tests;

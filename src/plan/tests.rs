@@ -1,0 +1,1 @@
+//! Planner tests: data in, plan out, through one `check` helper.

@@ -1,0 +1,997 @@
+//! The reconcile loop: the one owner of the observed state.
+//!
+//! It receives one closed [`Event`] type (config changed, API request, action progress, worker
+//! exit, shutdown) and, after each batch of events and on every timer, runs a pass: compute
+//! `plan(desired, observed, now)` from scratch, launch the actions it can, publish a snapshot.
+//! It is never told *why* it runs, so every pass is idempotent. Actions run as tasks that report
+//! back as events; reads never wait for them.
+
+mod execute;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Desired, DesiredState, ModelName, ModelSpec, Rejection};
+use crate::observed::{ActionError, MemoryState, ModelObserved, Observed, Override, Phase, Time};
+use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
+use crate::retry::Backoff;
+use crate::status::{self, ConfigStatus, FailedAction, RejectedEdit, Report, Status};
+use crate::supervisor::{Exit, Supervisor};
+use crate::{rfc3339, sha256_hex};
+
+pub use execute::Update;
+
+/// A worker that crashes after running at least this long starts its backoff afresh.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Everything that can make the loop act. Closed: the loop knows every reason it may run.
+pub enum Event {
+    /// The watched file was read after a change (or a resync or reload found it changed).
+    Config(ConfigUpdate),
+    /// `POST /hub/apply`: make this the desired state.
+    Apply {
+        desired: Desired,
+        text: String,
+        expect_generation: Option<u64>,
+        reset_overrides: bool,
+        reply: oneshot::Sender<Result<ApplyReply, CommandError>>,
+    },
+    /// `POST /hub/models/{name}/{verb}`.
+    Model {
+        name: String,
+        verb: Verb,
+        reply: oneshot::Sender<Result<ModelReply, CommandError>>,
+    },
+    /// An action task's step.
+    Progress {
+        name: ModelName,
+        update: Update,
+    },
+    /// An action task ended; the model may be planned again.
+    Done {
+        name: ModelName,
+    },
+    /// A worker process exited, expectedly or not.
+    Exit(Exit),
+    Shutdown {
+        keep_workers: bool,
+    },
+}
+
+/// The result of reading the watched file.
+pub struct ConfigUpdate {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub text: String,
+    pub result: Result<Desired, Rejection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Stop,
+    Load,
+    Unload,
+}
+
+impl Verb {
+    /// Accepts `start` and the seed's `start-model` spellings.
+    pub fn parse(text: &str) -> Option<Verb> {
+        match text.strip_suffix("-model").unwrap_or(text) {
+            "start" => Some(Verb::Start),
+            "stop" => Some(Verb::Stop),
+            "load" => Some(Verb::Load),
+            "unload" => Some(Verb::Unload),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Load => "load",
+            Verb::Unload => "unload",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ApplyReply {
+    pub generation: u64,
+    /// One line per model, as `hub diff` prints them.
+    pub plan: Vec<String>,
+    /// Per model, the verb `hub apply` prints: `started`, `stopped`, ..., `unchanged`.
+    pub results: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ModelReply {
+    pub model: String,
+    pub action: String,
+    /// The override now in force for the model, if any.
+    #[serde(rename = "override")]
+    pub override_: Option<String>,
+    /// What the next pass will do for it, as `hub diff` prints it.
+    pub plan: String,
+}
+
+/// Why the loop refused a request; the API maps each to its HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown model {0:?}")]
+    UnknownModel(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "group {group:?} is full: max_loaded {max_loaded}, and no loaded member can be evicted"
+    )]
+    GroupFull { group: String, max_loaded: u32 },
+    #[error("hub is shutting down")]
+    ShuttingDown,
+}
+
+/// What readers see: the latest published state, never waiting for a pass in flight.
+pub struct Snapshot {
+    pub status: Status,
+    /// `status` serialized once per change, served as is by `GET /hub/status`.
+    pub json: Bytes,
+    pub desired: Arc<Desired>,
+    pub observed: Arc<Observed>,
+    pub applied_text: Arc<str>,
+    pub generation: u64,
+}
+
+/// How the API and the watcher reach the loop.
+#[derive(Clone)]
+pub struct Handle {
+    pub events: mpsc::UnboundedSender<Event>,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Asks the watcher to re-read the file now.
+    pub reread: Arc<Notify>,
+}
+
+impl Handle {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+/// Wall-clock time derived from tokio's clock, so tests with paused time control both.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    wall: Time,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            wall: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        self.wall + (Instant::now() - self.instant)
+    }
+
+    pub fn instant_at(&self, at: Time) -> Instant {
+        let offset = at - self.wall;
+        if offset.is_negative() {
+            self.instant
+        } else {
+            self.instant + offset.unsigned_abs()
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Options for [`start`].
+pub struct Options {
+    pub config_path: PathBuf,
+    pub hub_exe: PathBuf,
+    pub resync_every: Duration,
+    pub max_concurrent: usize,
+}
+
+/// The applied config's identity.
+struct Applied {
+    path: String,
+    sha256: String,
+    text: Arc<str>,
+    at: Time,
+    source: &'static str,
+}
+
+struct InFlight {
+    task: JoinHandle<()>,
+    frees: bool,
+    /// The port picked for a start in flight, reserved until the worker reports it.
+    port: Option<u16>,
+}
+
+/// The loop's state. Only [`Reconciler::run`] touches it.
+pub struct Reconciler {
+    options: Options,
+    clock: Clock,
+    desired: Arc<Desired>,
+    applied: Applied,
+    rejected: Option<RejectedEdit>,
+    generation: u64,
+    observed_generation: u64,
+    observed: Observed,
+    backoffs: HashMap<ModelName, Backoff>,
+    report: Option<Report>,
+    episode: Option<Instant>,
+    trigger: &'static str,
+    in_flight: HashMap<ModelName, InFlight>,
+    executor: Arc<execute::Context>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    reread: Arc<Notify>,
+    resync_at: Instant,
+    warnings: Vec<String>,
+    /// Answers to API calls, sent once the pass they caused is published, so a caller that
+    /// reads the status next sees its effect.
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// Builds the loop around an already validated desired state. Returns the loop, to be driven by
+/// [`Reconciler::run`], and the handle for everyone else.
+pub fn start(
+    options: Options,
+    desired: Desired,
+    text: String,
+) -> (Reconciler, mpsc::UnboundedReceiver<Event>, Handle) {
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (exits_tx, mut exits_rx) = mpsc::unbounded_channel::<Exit>();
+    let forward = events_tx.clone();
+    tokio::spawn(async move {
+        while let Some(exit) = exits_rx.recv().await {
+            if forward.send(Event::Exit(exit)).is_err() {
+                break;
+            }
+        }
+    });
+    let clock = Clock::new();
+    let now = clock.now();
+    let desired = Arc::new(desired);
+    let executor = Arc::new(execute::Context {
+        supervisor: Supervisor::new(exits_tx),
+        client: crate::engine::client(),
+        hub_exe: options.hub_exe.display().to_string(),
+        events: events_tx.clone(),
+    });
+    let applied = Applied {
+        path: options.config_path.display().to_string(),
+        sha256: sha256_hex(text.as_bytes()),
+        text: text.into(),
+        at: now,
+        source: "file",
+    };
+    let reread = Arc::new(Notify::new());
+    let placeholder = Arc::new(Snapshot {
+        status: status::build(status::Inputs {
+            now,
+            desired: &desired,
+            observed: &Observed::default(),
+            plan: &Plan { models: Vec::new() },
+            generation: 1,
+            observed_generation: 0,
+            config: config_status(&applied, None),
+            report: None,
+            warnings: Vec::new(),
+        }),
+        json: Bytes::new(),
+        desired: desired.clone(),
+        observed: Arc::default(),
+        applied_text: applied.text.clone(),
+        generation: 1,
+    });
+    let (publish, snapshot) = watch::channel(placeholder);
+    let resync_at = Instant::now() + options.resync_every;
+    let reconciler = Reconciler {
+        options,
+        clock,
+        desired,
+        applied,
+        rejected: None,
+        generation: 1,
+        observed_generation: 0,
+        observed: Observed::default(),
+        backoffs: HashMap::new(),
+        report: None,
+        episode: None,
+        trigger: "startup",
+        in_flight: HashMap::new(),
+        executor,
+        publish,
+        reread: reread.clone(),
+        resync_at,
+        warnings: Vec::new(),
+        replies: Vec::new(),
+    };
+    let handle = Handle {
+        events: events_tx,
+        snapshot,
+        reread,
+    };
+    (reconciler, events_rx, handle)
+}
+
+fn config_status(applied: &Applied, rejected: Option<RejectedEdit>) -> ConfigStatus {
+    ConfigStatus {
+        path: applied.path.clone(),
+        sha256: applied.sha256.clone(),
+        applied_at: rfc3339(applied.at),
+        source: applied.source.to_string(),
+        rejected,
+    }
+}
+
+impl Reconciler {
+    /// Runs until shutdown, then stops every worker unless told to keep them.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        self.open_episode(true);
+        self.pass();
+        loop {
+            let wake = self.next_wake();
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= self.resync_at {
+                        self.resync_at = Instant::now() + self.options.resync_every;
+                        self.reread.notify_one();
+                        self.trigger = "resync";
+                    } else {
+                        self.trigger = "timer";
+                    }
+                    self.pass();
+                    continue;
+                }
+            };
+            let Some(mut event) = event else { break };
+            loop {
+                if let Event::Shutdown { keep_workers } = event {
+                    self.shutdown(keep_workers).await;
+                    return;
+                }
+                self.handle(event);
+                match events.try_recv() {
+                    Ok(next) => event = next,
+                    Err(_) => break,
+                }
+            }
+            self.pass();
+        }
+        self.shutdown(false).await;
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.clock.now();
+        match event {
+            Event::Config(update) => self.on_config(update, now),
+            Event::Apply {
+                desired,
+                text,
+                expect_generation,
+                reset_overrides,
+                reply,
+            } => {
+                let result = self.on_apply(desired, text, expect_generation, reset_overrides, now);
+                self.replies.push(Box::new(move || {
+                    let _ = reply.send(result);
+                }));
+            }
+            Event::Model { name, verb, reply } => {
+                let result = self.on_model_command(&name, verb, now);
+                self.replies.push(Box::new(move || {
+                    let _ = reply.send(result);
+                }));
+            }
+            Event::Progress { name, update } => self.on_progress(name, update, now),
+            Event::Done { name } => {
+                self.in_flight.remove(&name);
+                if let Some(obs) = self.observed.models.get_mut(&name) {
+                    obs.busy = false;
+                }
+            }
+            Event::Exit(exit) => self.on_exit(exit, now),
+            Event::Shutdown { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn on_config(&mut self, update: ConfigUpdate, now: Time) {
+        match update.result {
+            Ok(desired) => {
+                self.rejected = None;
+                if update.sha256 == self.applied.sha256 {
+                    return;
+                }
+                tracing::info!(path = %update.path.display(), sha256 = %update.sha256, "applying changed config");
+                self.applied = Applied {
+                    path: update.path.display().to_string(),
+                    sha256: update.sha256,
+                    text: update.text.into(),
+                    at: now,
+                    source: "file",
+                };
+                self.trigger = "config";
+                self.set_desired(desired, false);
+            }
+            Err(rejection) => {
+                if self
+                    .rejected
+                    .as_ref()
+                    .is_some_and(|r| r.sha256 == update.sha256)
+                {
+                    return;
+                }
+                tracing::error!(
+                    "rejected an edit of {} ({} problems); the last good config stays in force:\n{rejection}",
+                    update.path.display(),
+                    rejection.problems.len()
+                );
+                self.rejected = Some(RejectedEdit {
+                    at: rfc3339(now),
+                    sha256: update.sha256,
+                    errors: rejection.problems,
+                });
+            }
+        }
+    }
+
+    fn on_apply(
+        &mut self,
+        desired: Desired,
+        text: String,
+        expect_generation: Option<u64>,
+        reset_overrides: bool,
+        now: Time,
+    ) -> Result<ApplyReply, CommandError> {
+        if let Some(expected) = expect_generation
+            && expected != self.generation
+        {
+            return Err(CommandError::Conflict(format!(
+                "the desired state is at generation {}, not {expected}: it changed since your diff; run `hub diff` again",
+                self.generation
+            )));
+        }
+        let mut preview = self.observed.clone();
+        if reset_overrides {
+            for obs in preview.models.values_mut() {
+                obs.override_ = None;
+            }
+        }
+        let plan = plan::plan(&desired, &preview, now);
+        let sha256 = sha256_hex(text.as_bytes());
+        if sha256 != self.applied.sha256 || reset_overrides {
+            self.applied = Applied {
+                path: self.applied.path.clone(),
+                sha256,
+                text: text.into(),
+                at: now,
+                source: "api",
+            };
+            self.trigger = "api";
+            self.set_desired(desired, reset_overrides);
+        }
+        Ok(ApplyReply {
+            generation: self.generation,
+            plan: plan.models.iter().map(ToString::to_string).collect(),
+            results: plan
+                .models
+                .iter()
+                .map(|m| (m.name.to_string(), result_verb(m).to_string()))
+                .collect(),
+        })
+    }
+
+    fn set_desired(&mut self, desired: Desired, reset_overrides: bool) {
+        if desired.settings.host != self.desired.settings.host
+            || desired.settings.port != self.desired.settings.port
+            || desired.settings.log_path != self.desired.settings.log_path
+        {
+            let warning =
+                "host, port or log_path changed: they take effect when hub serve restarts"
+                    .to_string();
+            if !self.warnings.contains(&warning) {
+                tracing::warn!("{warning}");
+                self.warnings.push(warning);
+            }
+        }
+        self.generation += 1;
+        self.desired = Arc::new(desired);
+        // A newer desired state supersedes any wait for a retry.
+        for obs in self.observed.models.values_mut() {
+            obs.next_retry_at = None;
+            if reset_overrides {
+                obs.override_ = None;
+            }
+        }
+        self.backoffs.clear();
+        self.open_episode(true);
+    }
+
+    fn on_model_command(
+        &mut self,
+        name: &str,
+        verb: Verb,
+        now: Time,
+    ) -> Result<ModelReply, CommandError> {
+        let spec = ModelName::new(name)
+            .ok()
+            .and_then(|n| self.desired.models.get(&n))
+            .cloned()
+            .ok_or_else(|| CommandError::UnknownModel(name.to_string()))?;
+        let name = spec.name.clone();
+        let memory_control = spec.run.engine.has_memory_control();
+        let obs = self.observed.models.entry(name.clone()).or_default();
+        let before = obs.clone();
+        let target = match &obs.override_ {
+            Some(o) if o.spec == spec => o.state,
+            _ => spec.state,
+        };
+        let set = |obs: &mut ModelObserved, state: DesiredState| {
+            obs.override_ = (state != spec.state).then(|| Override {
+                state,
+                spec: spec.clone(),
+                at: now,
+                by: verb.as_str(),
+            });
+        };
+        let loaded = obs.memory.state == MemoryState::Loaded;
+        match (verb, target) {
+            (Verb::Stop, DesiredState::Stopped) => {}
+            (Verb::Stop, _) => {
+                set(obs, DesiredState::Stopped);
+                obs.load_requested = false;
+            }
+            (Verb::Start, DesiredState::Stopped) => set(obs, DesiredState::Running),
+            (Verb::Start, _) => {}
+            (Verb::Load, DesiredState::Stopped) => {
+                set(obs, DesiredState::Running);
+                obs.load_requested = memory_control;
+            }
+            (Verb::Load, DesiredState::Running) => obs.load_requested = memory_control && !loaded,
+            (Verb::Load, DesiredState::Loaded) => {}
+            (Verb::Unload, DesiredState::Stopped) => {}
+            (Verb::Unload, _) if !memory_control => set(obs, DesiredState::Stopped),
+            (Verb::Unload, DesiredState::Loaded) => set(obs, DesiredState::Running),
+            (Verb::Unload, DesiredState::Running) => {
+                obs.load_requested = false;
+                obs.unload_requested = loaded;
+            }
+        }
+        if obs.override_.is_some() || obs.load_requested {
+            // A fresh imperative call is not held back by an earlier failure's backoff.
+            obs.next_retry_at = None;
+        }
+        let plan = plan::plan(&self.desired, &self.observed, now);
+        let model_plan = plan.get(name.as_str()).cloned();
+        if let Some(ModelPlan {
+            waiting: Some(Wait::GroupFull { group }),
+            ..
+        }) = &model_plan
+            && verb == Verb::Load
+        {
+            let max_loaded = self.desired.groups.get(group).map_or(0, |g| g.max_loaded);
+            self.observed.models.insert(name, before);
+            return Err(CommandError::GroupFull {
+                group: group.clone(),
+                max_loaded,
+            });
+        }
+        self.trigger = "api";
+        let obs = &self.observed.models[&name];
+        Ok(ModelReply {
+            model: name.to_string(),
+            action: verb.as_str().to_string(),
+            override_: obs.override_.as_ref().map(|o| o.state.as_str().to_string()),
+            plan: model_plan.map(|p| p.to_string()).unwrap_or_default(),
+        })
+    }
+
+    fn on_progress(&mut self, name: ModelName, update: Update, now: Time) {
+        let obs = self.observed.models.entry(name.clone()).or_default();
+        match update {
+            Update::Spawned {
+                pid,
+                port,
+                log_file,
+                run,
+            } => {
+                obs.worker.phase = Phase::Starting;
+                obs.worker.pid = Some(pid);
+                obs.worker.port = Some(port);
+                obs.worker.started_at = Some(now);
+                obs.worker.log_file = Some(log_file);
+                obs.worker.run = Some(run);
+                obs.worker.crashed = false;
+                obs.worker.exit_code = None;
+                obs.worker.exited_at = None;
+                obs.memory = Default::default();
+            }
+            Update::Ready => obs.worker.phase = Phase::Ready,
+            Update::Stopping => obs.worker.phase = Phase::Stopping,
+            Update::Stopped => {
+                obs.worker.phase = Phase::Stopped;
+                obs.worker.pid = None;
+                obs.worker.crashed = false;
+                obs.memory = Default::default();
+            }
+            Update::Memory(state) => {
+                obs.memory.state = state;
+                if state == MemoryState::Unloaded {
+                    obs.memory.loaded_at = None;
+                    obs.memory.on_demand = false;
+                }
+            }
+            Update::Loaded { on_demand } => {
+                obs.memory.state = MemoryState::Loaded;
+                obs.memory.loaded_at = Some(now);
+                obs.memory.last_activity = Some(now);
+                obs.memory.on_demand = on_demand;
+                obs.load_requested = false;
+            }
+            Update::Succeeded(action) => {
+                obs.error = None;
+                if matches!(action, Action::Restart { .. }) {
+                    obs.worker.restarts += 1;
+                }
+                if matches!(action, Action::Unload { .. }) {
+                    obs.unload_requested = false;
+                }
+                if let Some(report) = &mut self.report {
+                    let list = match action {
+                        Action::Start => &mut report.started,
+                        Action::Stop => &mut report.stopped,
+                        Action::Restart { .. } => &mut report.restarted,
+                        Action::Load => &mut report.loaded,
+                        Action::Unload { .. } => &mut report.unloaded,
+                    };
+                    list.push(name.to_string());
+                }
+            }
+            Update::Failed { action, error } => {
+                tracing::warn!(model = %name, action = action.verb(), "{error}");
+                match action {
+                    Action::Start | Action::Restart { .. } => {
+                        obs.worker.phase = Phase::Failed;
+                        obs.worker.pid = None;
+                        if matches!(action, Action::Restart { .. }) {
+                            obs.worker.restarts += 1;
+                        }
+                    }
+                    Action::Load => obs.load_requested = false,
+                    Action::Unload { .. } => obs.unload_requested = false,
+                    Action::Stop => {}
+                }
+                obs.error = Some(ActionError {
+                    action: action.verb(),
+                    message: error.clone(),
+                });
+                let delay = self.backoffs.entry(name.clone()).or_default().next();
+                obs.next_retry_at = delay.map(|d| now + d);
+                if let Some(report) = &mut self.report {
+                    report.failed.push(FailedAction {
+                        model: name.to_string(),
+                        action: action.verb().to_string(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, exit: Exit, now: Time) {
+        let Some(obs) = self.observed.models.get_mut(&exit.name) else {
+            return;
+        };
+        if obs.worker.pid != Some(exit.pid) {
+            return;
+        }
+        obs.worker.exit_code = Some(exit.info.code_or_signal());
+        obs.worker.exited_at = Some(now);
+        if obs.busy {
+            // The action in flight stopped it, or will see the exit and report.
+            return;
+        }
+        let uptime = obs.worker.started_at.map(|t| now - t);
+        tracing::warn!(model = %exit.name, pid = exit.pid, code = ?exit.info.code, signal = ?exit.info.signal, "worker exited unexpectedly");
+        obs.worker.phase = Phase::Failed;
+        obs.worker.pid = None;
+        obs.worker.crashed = true;
+        obs.memory = Default::default();
+        obs.error = Some(ActionError {
+            action: "run",
+            message: format!(
+                "worker exited unexpectedly with code {}",
+                exit.info.code_or_signal()
+            ),
+        });
+        let backoff = self.backoffs.entry(exit.name.clone()).or_default();
+        if uptime.is_some_and(|u| u >= STABLE_AFTER) {
+            backoff.reset();
+        }
+        obs.next_retry_at = backoff.next().map(|d| now + d);
+        self.trigger = "worker_exit";
+    }
+
+    /// Starts a new report. A new generation always gets one; other triggers only when the
+    /// previous reconcile has finished.
+    fn open_episode(&mut self, new_generation: bool) {
+        if !new_generation && self.episode.is_some() {
+            return;
+        }
+        self.episode = Some(Instant::now());
+        self.report = Some(Report {
+            generation: self.generation,
+            trigger: self.trigger.to_string(),
+            started_at: rfc3339(self.clock.now()),
+            ..Report::default()
+        });
+    }
+
+    fn close_episode(&mut self) {
+        let (Some(started), Some(report)) = (self.episode.take(), self.report.as_mut()) else {
+            return;
+        };
+        report.finished_at = Some(rfc3339(self.clock.now()));
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let touched: HashSet<&str> = [
+            &report.started,
+            &report.stopped,
+            &report.restarted,
+            &report.loaded,
+            &report.unloaded,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(report.failed.iter().map(|f| f.model.as_str()))
+        .collect();
+        report.unchanged = self
+            .desired
+            .models
+            .keys()
+            .filter(|name| !touched.contains(name.as_str()))
+            .map(ToString::to_string)
+            .collect();
+        self.observed_generation = report.generation;
+        tracing::info!(
+            generation = report.generation,
+            trigger = %report.trigger,
+            duration_ms = report.duration_ms,
+            started = ?report.started,
+            stopped = ?report.stopped,
+            restarted = ?report.restarted,
+            loaded = ?report.loaded,
+            unloaded = ?report.unloaded,
+            failed = report.failed.len(),
+            "reconciled"
+        );
+    }
+
+    /// One pass: plan from scratch, launch what may run now, publish.
+    fn pass(&mut self) {
+        let now = self.clock.now();
+        let plan = plan::plan(&self.desired, &self.observed, now);
+        for model_plan in &plan.models {
+            let Some(obs) = self.observed.models.get_mut(&model_plan.name) else {
+                continue;
+            };
+            if model_plan.override_ == OverrideChange::Cleared {
+                obs.override_ = None;
+            }
+            if matches!(model_plan.waiting, Some(Wait::GroupFull { .. })) && obs.load_requested {
+                tracing::warn!(model = %model_plan.name, "on-demand load dropped: its group is full");
+                obs.load_requested = false;
+            }
+        }
+        // Forget models that left hub.yaml once nothing of them is left.
+        let desired = &self.desired;
+        self.observed.models.retain(|name, obs| {
+            desired.models.contains_key(name)
+                || obs.busy
+                || !matches!(obs.worker.phase, Phase::Stopped)
+        });
+
+        let freeing = self.in_flight.values().any(|f| f.frees)
+            || plan
+                .models
+                .iter()
+                .any(|m| m.actions.first().is_some_and(Action::frees_resources));
+        let mut launched = 0;
+        for model_plan in plan.models.iter().filter(|m| !m.actions.is_empty()) {
+            if self.in_flight.len() >= self.options.max_concurrent {
+                break;
+            }
+            let frees = model_plan.actions[0].frees_resources();
+            if freeing && !frees {
+                continue;
+            }
+            if launched == 0 {
+                self.open_episode(false);
+            }
+            self.launch(model_plan);
+            launched += 1;
+        }
+        if self.episode.is_some() && self.in_flight.is_empty() && launched == 0 {
+            self.close_episode();
+        }
+        self.publish(&plan, now);
+        for reply in self.replies.drain(..) {
+            reply();
+        }
+    }
+
+    fn launch(&mut self, model_plan: &ModelPlan) {
+        let name = model_plan.name.clone();
+        let spec: Option<ModelSpec> = self.desired.models.get(&name).cloned();
+        let starts = model_plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Start | Action::Restart { .. }));
+        let port = match &spec {
+            Some(spec) if starts => self.pick_port(spec),
+            _ => None,
+        };
+        let obs = self.observed.models.entry(name.clone()).or_default();
+        obs.busy = true;
+        let job = execute::Job {
+            name: name.clone(),
+            actions: model_plan.actions.clone(),
+            spec,
+            running: obs.worker.run.clone(),
+            current_port: obs.worker.port,
+            port,
+            on_demand: model_plan.target != DesiredState::Loaded,
+            cwd: self.desired.settings.config_dir.clone(),
+            log_dir: self.desired.settings.log_path.clone(),
+        };
+        let task = tokio::spawn(execute::run(job, self.executor.clone()));
+        self.in_flight.insert(
+            name,
+            InFlight {
+                task,
+                frees: model_plan.actions[0].frees_resources(),
+                port,
+            },
+        );
+    }
+
+    /// A port for a worker about to start: its fixed port, else the one it had, else the first
+    /// free one from `model_starting_port` that no other worker, fixed port or the API holds.
+    fn pick_port(&self, spec: &ModelSpec) -> Option<u16> {
+        let live_ports = self
+            .observed
+            .models
+            .iter()
+            .filter(|(n, o)| **n != spec.name && o.worker.pid.is_some())
+            .filter_map(|(_, o)| o.worker.port);
+        let fixed_ports = self
+            .desired
+            .models
+            .values()
+            .filter(|s| s.name != spec.name)
+            .filter_map(|s| s.run.port);
+        let reserved = self.in_flight.values().filter_map(|f| f.port);
+        let taken: HashSet<u16> = live_ports
+            .chain(fixed_ports)
+            .chain(reserved)
+            .chain([self.desired.settings.port])
+            .collect();
+        let previous = self
+            .observed
+            .models
+            .get(&spec.name)
+            .and_then(|o| o.worker.port);
+        crate::supervisor::pick_port(
+            spec.run.port.or(previous),
+            self.desired.settings.model_starting_port,
+            &taken,
+        )
+    }
+
+    fn publish(&mut self, plan: &Plan, now: Time) {
+        let status = status::build(status::Inputs {
+            now,
+            desired: &self.desired,
+            observed: &self.observed,
+            plan,
+            generation: self.generation,
+            observed_generation: self.observed_generation,
+            config: config_status(&self.applied, self.rejected.clone()),
+            report: self.report.clone(),
+            warnings: self.warnings.clone(),
+        });
+        let json = Bytes::from(serde_json::to_vec(&status).expect("status is plain data"));
+        self.publish.send_replace(Arc::new(Snapshot {
+            status,
+            json,
+            desired: self.desired.clone(),
+            observed: Arc::new(self.observed.clone()),
+            applied_text: self.applied.text.clone(),
+            generation: self.generation,
+        }));
+    }
+
+    /// The next time a pass is due without any event: a retry, an idle unload, or the resync.
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.resync_at;
+        for (name, obs) in &self.observed.models {
+            if obs.busy {
+                continue;
+            }
+            let unload_at = self
+                .desired
+                .models
+                .get(name)
+                .and_then(|spec| plan::unload_at(spec, obs));
+            for at in [obs.next_retry_at, unload_at].into_iter().flatten() {
+                wake = wake.min(self.clock.instant_at(at));
+            }
+        }
+        wake
+    }
+
+    async fn shutdown(&mut self, keep_workers: bool) {
+        for (_, in_flight) in self.in_flight.drain() {
+            in_flight.task.abort();
+        }
+        let supervisor = &self.executor.supervisor;
+        if keep_workers {
+            tracing::info!(
+                "shutting down, leaving {} workers running",
+                supervisor.names().len()
+            );
+        } else {
+            let names = supervisor.names();
+            tracing::info!("shutting down: stopping {} workers", names.len());
+            let mut stops = tokio::task::JoinSet::new();
+            for name in names {
+                let supervisor = supervisor.clone();
+                let engine = self
+                    .observed
+                    .models
+                    .get(&name)
+                    .and_then(|o| o.worker.run.as_ref())
+                    .map(|r| r.engine.clone())
+                    .unwrap_or_else(|| Arc::new(crate::config::Engine::builtin()));
+                stops.spawn(async move { supervisor.stop(&name, engine.stop_timeout, None).await });
+            }
+            while stops.join_next().await.is_some() {}
+        }
+        let now = self.clock.now();
+        let plan = plan::plan(&self.desired, &self.observed, now);
+        self.publish(&plan, now);
+    }
+}
+
+/// The verb `hub apply` prints for a model's plan.
+pub fn result_verb(plan: &ModelPlan) -> &'static str {
+    let rank = |a: &Action| match a {
+        Action::Restart { .. } => 0,
+        Action::Start => 1,
+        Action::Stop => 2,
+        Action::Load => 3,
+        Action::Unload { .. } => 4,
+    };
+    plan.actions
+        .iter()
+        .min_by_key(|a| rank(a))
+        .map_or("unchanged", Action::past_tense)
+}

@@ -1,0 +1,128 @@
+//! Watching hub.yaml the way it is really saved: editors rename over it, git replaces it, a
+//! Kubernetes ConfigMap swaps a `..data` symlink whose events never name the file. So we watch
+//! the parent directory, re-read on any event there (after a short quiet period), hash the
+//! bytes, and pass on only content that differs from the last seen. A periodic resync or
+//! `POST /hub/reload` also re-reads, so a lost event only delays a change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc};
+
+use crate::config;
+use crate::reconcile::{ConfigUpdate, Event};
+use crate::sha256_hex;
+
+/// Events closer together than this are one save.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+/// A stream of events is cut off after this long, so a busy directory still gets read.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Watches `path` until the loop's channel closes. `last_seen` is the hash of the content the
+/// daemon started from. `reread` forces a read even without a file event.
+pub fn spawn(
+    path: PathBuf,
+    last_seen: String,
+    events: mpsc::UnboundedSender<Event>,
+    reread: Arc<Notify>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = match &event {
+            Ok(event) => !event.paths.iter().all(|p| is_log_file(p)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    })
+    .context("cannot create a file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+
+    tokio::spawn(async move {
+        // The watcher stops when dropped; this task owns it.
+        let _watcher = watcher;
+        let mut last_seen = last_seen;
+        loop {
+            let forced = tokio::select! {
+                got = rx.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    false
+                }
+                () = reread.notified() => true,
+            };
+            if !forced {
+                debounce(&mut rx).await;
+            }
+            let update = read(&path).await;
+            if update.sha256 == last_seen && !forced {
+                continue;
+            }
+            last_seen = update.sha256.clone();
+            if events.send(Event::Config(update)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Waits until no event has arrived for [`DEBOUNCE`], or [`MAX_DEBOUNCE`] has passed.
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+    loop {
+        let quiet = tokio::time::sleep(DEBOUNCE);
+        tokio::select! {
+            got = rx.recv() => if got.is_none() { return },
+            () = quiet => return,
+            () = tokio::time::sleep_until(give_up) => return,
+        }
+    }
+}
+
+/// Reads, hashes and validates the file, off the async threads.
+pub async fn read(path: &Path) -> ConfigUpdate {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read_now(&path))
+        .await
+        .expect("reading the config does not panic")
+}
+
+fn read_now(path: &Path) -> ConfigUpdate {
+    match config::read(path) {
+        Ok(text) => {
+            let sha256 = sha256_hex(text.as_bytes());
+            let base_dir = path.parent().unwrap_or(Path::new("."));
+            let result = config::parse(&text, &path.display().to_string(), base_dir);
+            ConfigUpdate {
+                path: path.to_path_buf(),
+                sha256,
+                text,
+                result,
+            }
+        }
+        Err(rejection) => ConfigUpdate {
+            path: path.to_path_buf(),
+            // The hash of a message, so a file that stays unreadable is reported once.
+            sha256: sha256_hex(rejection.to_string().as_bytes()),
+            text: String::new(),
+            result: Err(rejection),
+        },
+    }
+}
+
+fn is_log_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "log")
+}
