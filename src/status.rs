@@ -199,7 +199,8 @@ pub fn build(inputs: Inputs<'_>) -> Status {
             worker: WorkerStatus {
                 phase: phase.to_string(),
                 pid: obs.worker.pid,
-                port: obs.worker.port,
+                // The port is kept to restart on, but shown only while a process holds it.
+                port: obs.worker.port.filter(|_| obs.worker.pid.is_some()),
                 started_at: time(obs.worker.started_at),
                 restarts: obs.worker.restarts,
                 exit_code: obs.worker.exit_code,

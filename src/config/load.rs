@@ -35,6 +35,9 @@ pub struct Problem {
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub message: String,
+    /// Locate the key rather than its value (for unknown keys).
+    #[serde(skip)]
+    pub at_key: bool,
 }
 
 /// A config file that was refused, with every problem found in it.
@@ -79,6 +82,7 @@ impl Rejection {
                 line: None,
                 column: None,
                 message: message.into(),
+                at_key: false,
             }],
         }
     }
@@ -111,6 +115,7 @@ pub fn read(path: &Path) -> Result<String, Rejection> {
                 line: Some(line),
                 column: Some(column),
                 message: "the file is not valid UTF-8 text".to_string(),
+                at_key: false,
             }],
         }
     })
@@ -132,6 +137,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
                 message: format!("invalid YAML: {}", yaml_message(&e)),
+                at_key: false,
             }]));
         }
     };
@@ -141,6 +147,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
             line: None,
             column: None,
             message: "the file is empty: it needs at least `models:`".to_string(),
+            at_key: false,
         }]));
     }
 
@@ -211,10 +218,8 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
                     }
                     let key_pointer = format!("{pointer}/{}", escape_pointer(key));
                     problems.push(Problem {
-                        path: display_path(&key_pointer),
-                        line: None,
-                        column: None,
-                        message,
+                        at_key: true,
+                        ..pointer_problem(&key_pointer, message)
                     });
                 }
             }
@@ -243,10 +248,66 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
                     ),
                 ));
             }
-            _ => problems.push(pointer_problem(&pointer, error.to_string())),
+            _ => problems.push(pointer_problem(&pointer, describe(&error))),
         }
     }
     problems
+}
+
+/// A message for a type or enum error, looking inside `anyOf` (which is how an optional field's
+/// schema reads) for the alternative that is not `null`.
+fn describe(error: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as Kind};
+    match error.kind() {
+        Kind::Type { kind } => {
+            let types: Vec<&str> = match kind {
+                TypeKind::Single(t) => vec![t.as_str()],
+                TypeKind::Multiple(set) => set.iter().map(|t| t.as_str()).collect(),
+            };
+            let types: Vec<&str> = types.into_iter().filter(|t| *t != "null").collect();
+            format!(
+                "expected {}, found {}",
+                types.join(" or "),
+                error.instance()
+            )
+        }
+        Kind::Enum { options } => {
+            let options: Vec<String> = options
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| !o.is_null())
+                .map(|o| o.as_str().map_or_else(|| o.to_string(), String::from))
+                .collect();
+            format!("{} is not one of: {}", error.instance(), options.join(", "))
+        }
+        Kind::OneOfNotValid { context }
+            if context
+                .iter()
+                .flatten()
+                .all(|e| matches!(e.kind(), Kind::Constant { .. })) =>
+        {
+            let options: Vec<String> = context
+                .iter()
+                .flatten()
+                .filter_map(|e| match e.kind() {
+                    Kind::Constant { expected_value } => expected_value.as_str().map(String::from),
+                    _ => None,
+                })
+                .collect();
+            format!("{} is not one of: {}", error.instance(), options.join(", "))
+        }
+        Kind::AnyOf { context } => {
+            let alternatives: Vec<&jsonschema::ValidationError<'_>> =
+                context.iter().flatten().collect();
+            let not_null = |e: &&jsonschema::ValidationError<'_>| !matches!(e.kind(), Kind::Type { kind: TypeKind::Single(t) } if t.as_str() == "null");
+            match alternatives.into_iter().find(not_null) {
+                Some(inner) => describe(inner),
+                None => error.to_string(),
+            }
+        }
+        _ => error.to_string(),
+    }
 }
 
 fn pointer_problem(pointer: &str, message: String) -> Problem {
@@ -255,6 +316,7 @@ fn pointer_problem(pointer: &str, message: String) -> Problem {
         line: None,
         column: None,
         message,
+        at_key: false,
     }
 }
 
@@ -345,8 +407,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

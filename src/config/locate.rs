@@ -19,35 +19,36 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
         return;
     };
     for problem in problems.iter_mut().filter(|p| p.line.is_none()) {
-        if let Some((line, column)) = find(root, &problem.path) {
+        if let Some((line, column)) = find(root, &problem.path, problem.at_key) {
             problem.line = Some(line);
             problem.column = Some(column);
         }
     }
 }
 
-/// Walks a display path (`models[2].group`) and returns the 1-based position of what it names:
-/// the key, when the last step is a mapping key (so unknown and misspelt keys point at
-/// themselves), else the value.
-fn find(root: &MarkedYaml, path: &str) -> Option<(usize, usize)> {
-    let steps = split_path(path);
+/// Walks a display path (`models[2].group`) and returns the 1-based position of the value it
+/// names, or of its key when `at_key` (so an unknown key points at itself).
+fn find(root: &MarkedYaml, path: &str, at_key: bool) -> Option<(usize, usize)> {
     let mut node = root;
-    let mut position = mark(node);
-    for step in steps {
+    let mut key_position = None;
+    for step in split_path(path) {
         match (&node.data, step) {
             (YamlData::Mapping(map), Step::Key(key)) => {
                 let (k, v) = map.iter().find(|(k, _)| scalar_text(k) == Some(key))?;
-                position = mark(k);
+                key_position = Some(mark(k));
                 node = v;
             }
             (YamlData::Sequence(items), Step::Index(i)) => {
                 node = items.get(i)?;
-                position = mark(node);
+                key_position = None;
             }
             _ => return None,
         }
     }
-    Some(position)
+    match key_position {
+        Some(position) if at_key => Some(position),
+        _ => Some(mark(node)),
+    }
 }
 
 enum Step<'a> {

@@ -33,3 +33,103 @@ fn unknown_keys_suggest_the_right_one() {
             hub.yaml:4:5: groups[0].max_laoded: unknown key `max_laoded` (did you mean `max_loaded`?)"#]],
     );
 }
+
+#[test]
+fn every_semantic_problem_is_reported_at_once_with_its_line() {
+    check(
+        "port: 8000
+models:
+  - name: alpha
+    model_path: a.txt
+    port: 47851
+  - name: alpha
+    model_path: b.txt
+  - name: beta
+    model_path: c.txt
+    port: 47851
+    group: nope
+  - name: delta
+    model_path: d.txt
+    port: 8000
+    engine: vllm
+",
+        expect![[r#"
+            hub.yaml:6:11: models[1].name: model "alpha" is defined twice (first at models[0])
+            hub.yaml:10:11: models[2].port: port 47851 is already used by model "alpha"
+            hub.yaml:11:12: models[2].group: group "nope" is not defined; add it under `groups:`
+            hub.yaml:14:11: models[3].port: port 8000 is the API port; pick another
+            hub.yaml:15:13: models[3].engine: unknown engine "vllm" (defined: builtin)"#]],
+    );
+}
+
+#[test]
+fn more_pinned_models_than_a_group_can_hold_is_an_impossible_state() {
+    check(
+        "models:
+  - {name: a, model_path: a, state: loaded, group: g}
+  - {name: b, model_path: b, state: loaded, group: g}
+groups:
+  - name: g
+    max_loaded: 1
+",
+        expect![[
+            r#"hub.yaml:6:17: groups[0].max_loaded: group "g" has 2 models with `state: loaded` but `max_loaded` is 1; raise it or set some to `running`"#
+        ]],
+    );
+}
+
+#[test]
+fn schema_errors_name_types_ranges_patterns_and_durations() {
+    check(
+        "port: eighty
+models:
+  - name: Alpha
+    model_path: a.txt
+    port: 80
+    idle_unload_after: 10 minutes
+    state: paused
+",
+        expect![[r#"
+            hub.yaml:1:7: port: expected integer, found "eighty"
+            hub.yaml:3:11: models[0].name: invalid name "Alpha": use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit
+            hub.yaml:5:11: models[0].port: 80 is less than the minimum of 1024
+            hub.yaml:6:24: models[0].idle_unload_after: invalid duration "10 minutes": use a whole number and a unit, like 500ms, 90s, 15m or 1h
+            hub.yaml:7:12: models[0].state: "paused" is not one of: stopped, running, loaded"#]],
+    );
+}
+
+#[test]
+fn default_is_the_seeds_spelling_of_running_and_must_agree_with_state() {
+    check(
+        "models:\n  - {name: a, model_path: a, default: true}\n",
+        expect!["ok: 1 models, 0 groups"],
+    );
+    check(
+        "models:\n  - name: a\n    model_path: a\n    default: false\n    state: running\n",
+        expect![
+            "hub.yaml:4:14: models[0].default: `default: false` disagrees with `state: running`; remove `default` (it is the old spelling of `state: running`)"
+        ],
+    );
+}
+
+#[test]
+fn syntax_errors_and_empty_files_say_where_and_what() {
+    check(
+        "models:\n  - name: a\n   bad: [\n",
+        expect!["hub.yaml:3:4: invalid YAML: did not find expected '-' indicator"],
+    );
+    check(
+        "# nothing here\n",
+        expect!["hub.yaml: the file is empty: it needs at least `models:`"],
+    );
+}
+
+#[test]
+fn the_committed_schema_is_what_the_code_generates() {
+    let committed = include_str!("../../schemas/hub.schema.json");
+    let generated = serde_json::to_string_pretty(super::schema()).unwrap() + "\n";
+    assert!(
+        committed == generated,
+        "schemas/hub.schema.json is stale: run `cargo run -- schema > schemas/hub.schema.json`"
+    );
+}

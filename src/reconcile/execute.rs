@@ -243,10 +243,10 @@ async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Res
     }
 }
 
-fn memory_call<'a>(
-    job: &'a Job,
+fn memory_call(
+    job: &Job,
     pick: impl Fn(&Engine) -> Option<&crate::config::HttpCall>,
-) -> anyhow::Result<(&'a RunSpec, &'a crate::config::HttpCall)> {
+) -> anyhow::Result<(&RunSpec, &crate::config::HttpCall)> {
     let run = job
         .running
         .as_ref()

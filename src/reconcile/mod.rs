@@ -282,19 +282,21 @@ pub fn start(
         source: "file",
     };
     let reread = Arc::new(Notify::new());
+    let status = status::build(status::Inputs {
+        now,
+        desired: &desired,
+        observed: &Observed::default(),
+        plan: &Plan { models: Vec::new() },
+        generation: 1,
+        observed_generation: 0,
+        config: config_status(&applied, None),
+        report: None,
+        warnings: Vec::new(),
+    });
+    // What readers see until the first pass publishes.
     let placeholder = Arc::new(Snapshot {
-        status: status::build(status::Inputs {
-            now,
-            desired: &desired,
-            observed: &Observed::default(),
-            plan: &Plan { models: Vec::new() },
-            generation: 1,
-            observed_generation: 0,
-            config: config_status(&applied, None),
-            report: None,
-            warnings: Vec::new(),
-        }),
-        json: Bytes::new(),
+        json: Bytes::from(serde_json::to_vec(&status).expect("status is plain data")),
+        status,
         desired: desired.clone(),
         observed: Arc::default(),
         applied_text: applied.text.clone(),
@@ -620,8 +622,6 @@ impl Reconciler {
                 obs.worker.log_file = Some(log_file);
                 obs.worker.run = Some(run);
                 obs.worker.crashed = false;
-                obs.worker.exit_code = None;
-                obs.worker.exited_at = None;
                 obs.memory = Default::default();
             }
             Update::Ready => obs.worker.phase = Phase::Ready,

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, each test with a real `hub serve` in its own temp directory,
+//! real built-in workers on real loopback ports, and real file saves.
+
+mod support;
+
+mod e2e;

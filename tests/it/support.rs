@@ -1,0 +1,299 @@
+//! Test support: [`TempHub`] runs a real daemon in a temp dir; [`wait_until`] is the one way
+//! tests wait for a condition. Every process a test starts is gone when its `TempHub` drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `hub` binary under test.
+pub fn hub_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hub")
+}
+
+/// A daemon running `hub serve` on `127.0.0.1:0` over a hub.yaml in a fresh temp directory.
+pub struct TempHub {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    daemon: Option<Child>,
+    http: reqwest::Client,
+    starting_port: u16,
+}
+
+impl TempHub {
+    /// Writes `models/<name>.txt` for every `model_path: models/<name>.txt` and `hub.yaml`
+    /// (with `{log_path}` and `{starting_port}` filled in), then starts the daemon.
+    pub async fn start(yaml: &str) -> TempHub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("models")).unwrap();
+        for i in 0..8 {
+            for name in ["alpha", "beta", "gamma", "delta"] {
+                let text =
+                    format!("{name} weights {i}: the quick brown fox jumps over the lazy dog\n");
+                std::fs::write(
+                    dir.path().join(format!("models/{name}.txt")),
+                    text.repeat(4),
+                )
+                .unwrap();
+            }
+        }
+        let hub = TempHub {
+            dir,
+            url: String::new(),
+            daemon: None,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            starting_port: free_port(),
+        };
+        hub.write_config(yaml);
+        hub.spawn_daemon().await
+    }
+
+    async fn spawn_daemon(mut self) -> TempHub {
+        let stderr = std::fs::File::create(self.dir.path().join("daemon.stderr")).unwrap();
+        let mut child = Command::new(hub_bin())
+            .args(["serve", "-f"])
+            .arg(self.config())
+            .args(["--port", "0", "--resync-every", "2s"])
+            .env("RUST_LOG", "hub=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hub serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        self.daemon = Some(child);
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("hub serve printed no address; stderr:\n{}", self.stderr()));
+        self.url = line
+            .strip_prefix("hub: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        self
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("hub.yaml")
+    }
+
+    /// The text a test's YAML becomes: placeholders filled in.
+    pub fn render(&self, yaml: &str) -> String {
+        yaml.replace("{log_path}", "logs")
+            .replace("{starting_port}", &self.starting_port.to_string())
+    }
+
+    /// Writes hub.yaml in place, as `echo > hub.yaml` does.
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.config(), self.render(yaml)).unwrap();
+    }
+
+    /// Saves hub.yaml as editors do: write a temp file beside it, then rename it over the file.
+    pub fn save_config(&self, yaml: &str) {
+        let temp = self.dir.path().join(".hub.yaml.swp");
+        std::fs::write(&temp, self.render(yaml)).unwrap();
+        std::fs::rename(&temp, self.config()).unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let code = response.status().as_u16();
+        (code, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn status(&self) -> Value {
+        self.get("/hub/status").await
+    }
+
+    /// The model's entry in `/hub/status`.
+    pub async fn model(&self, name: &str) -> Value {
+        let status = self.status().await;
+        status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no model {name} in {status:#}"))
+    }
+
+    /// Waits until `/hub/status` says converged at the current generation.
+    pub async fn converged(&self) -> Value {
+        wait_until("converged", || async {
+            let status = self.status().await;
+            (status["summary"] == "converged").then_some(status)
+        })
+        .await
+    }
+
+    /// Runs the `hub` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(hub_bin())
+            .args(args)
+            .env("HUB_URL", &self.url)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run hub")
+    }
+
+    /// Stops the daemon through the API and waits for it to exit.
+    pub async fn shutdown(&mut self) {
+        let (code, _) = self.post("/hub/shutdown", "").await;
+        assert_eq!(code, 202);
+        let mut child = self.daemon.take().unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "daemon did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Processes whose working directory is this hub's directory: its workers.
+    pub fn workers(&self) -> Vec<u32> {
+        processes_in(self.dir.path())
+    }
+}
+
+impl Drop for TempHub {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let started = Instant::now();
+            while child.try_wait().ok().flatten().is_none()
+                && started.elapsed() < Duration::from_secs(15)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever is left (a test that failed half-way) is killed, never leaked.
+        for pid in self.workers() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Pids of live processes whose current directory is `dir`.
+pub fn processes_in(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) && is_alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A port that was free a moment ago, used as `model_starting_port` so concurrent tests'
+/// workers start in different places.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How long [`wait_until`] waits: generous, because CI machines are shared and slow.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or panics after [`TIMEOUT`] naming what it waited for.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The pids of the named models, from a status snapshot.
+pub fn pids(status: &Value) -> std::collections::BTreeMap<String, Option<u64>> {
+    status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["worker"]["pid"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+pub fn names(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
