@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::config::{Engine, HttpCall, HttpMethod, RunSpec};
+use crate::config::{HttpCall, HttpMethod, RunSpec};
 
 /// The values substituted into `{name}`, `{model_path}`, `{port}`, `{host}` and `{hub}`.
 #[derive(Debug, Clone)]
@@ -48,69 +48,106 @@ pub fn client() -> reqwest::Client {
         .expect("a plain HTTP client always builds")
 }
 
-fn url(vars: &Vars, path: &str) -> String {
+/// The URL of a path on the worker, placeholders rendered.
+pub fn url(vars: &Vars, path: &str) -> String {
     format!("http://{}:{}{}", vars.host, vars.port, render(path, vars))
 }
 
-/// One readiness probe: true when the health path answers 2xx.
-pub async fn probe(client: &reqwest::Client, engine: &Engine, vars: &Vars<'_>) -> bool {
-    let request = client
-        .get(url(vars, &engine.health.path))
-        .timeout(Duration::from_secs(2));
-    matches!(request.send().await, Ok(r) if r.status().is_success())
+/// What one readiness probe found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    pub healthy: bool,
+    /// What the worker said of its use, if it says (the built-in worker does).
+    pub activity: Option<Activity>,
+}
+
+/// The optional activity protocol: a health answer that is a JSON object with `in_flight` (requests
+/// being served now) and `idle_ms` (time since the last request ended; absent if none yet) lets hub
+/// unload idle models and avoid evicting busy ones. Any engine may implement it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub in_flight: u32,
+    pub idle_ms: Option<u64>,
+}
+
+/// One readiness probe of `url`: healthy when it answers 2xx.
+pub async fn probe(client: &reqwest::Client, url: &str) -> Probe {
+    let request = client.get(url).timeout(Duration::from_secs(2));
+    let Ok(response) = request.send().await else {
+        return Probe::default();
+    };
+    if !response.status().is_success() {
+        return Probe::default();
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let activity = body
+        .get("in_flight")
+        .and_then(serde_json::Value::as_u64)
+        .map(|in_flight| Activity {
+            in_flight: in_flight.min(u64::from(u32::MAX)) as u32,
+            idle_ms: body.get("idle_ms").and_then(serde_json::Value::as_u64),
+        });
+    Probe {
+        healthy: true,
+        activity,
+    }
+}
+
+/// A load or unload request, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: HttpMethod,
+    pub url: String,
+    pub body: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Request {
+    /// Renders an engine's load or unload call for one worker.
+    pub fn new(call: &HttpCall, vars: &Vars) -> Request {
+        Request {
+            method: call.method,
+            url: url(vars, &call.path),
+            body: call.body.as_ref().map(|b| render(b, vars)),
+            timeout: call.timeout,
+        }
+    }
 }
 
 /// Sends a load or unload request and checks its answer.
-pub async fn call(
-    client: &reqwest::Client,
-    call: &HttpCall,
-    vars: &Vars<'_>,
-) -> anyhow::Result<()> {
-    let method = match call.method {
+pub async fn send(client: &reqwest::Client, request: &Request) -> anyhow::Result<()> {
+    let method = match request.method {
         HttpMethod::Get => reqwest::Method::GET,
         HttpMethod::Post => reqwest::Method::POST,
         HttpMethod::Put => reqwest::Method::PUT,
         HttpMethod::Delete => reqwest::Method::DELETE,
     };
-    let mut request = client
-        .request(method, url(vars, &call.path))
-        .timeout(call.timeout);
-    if let Some(body) = &call.body {
-        request = request
+    let mut builder = client
+        .request(method, &request.url)
+        .timeout(request.timeout);
+    if let Some(body) = &request.body {
+        builder = builder
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(render(body, vars));
+            .body(body.clone());
     }
-    let response = request
+    let what = format!("{} {}", request.method.as_str(), request.url);
+    let response = builder
         .send()
         .await
-        .with_context(|| format!("{} {} failed", call.method_str(), call.path))?;
+        .with_context(|| format!("{what} failed"))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let body: String = body.chars().take(300).collect();
-        bail!(
-            "{} {} answered {status}: {body}",
-            call.method_str(),
-            call.path
-        );
+        bail!("{what} answered {status}: {body}");
     }
     Ok(())
-}
-
-impl HttpCall {
-    fn method_str(&self) -> &'static str {
-        match self.method {
-            HttpMethod::Get => "GET",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-            HttpMethod::Delete => "DELETE",
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Engine;
     use std::sync::Arc;
 
     #[test]

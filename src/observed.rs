@@ -84,6 +84,9 @@ pub struct Memory {
     /// Loaded by an on-demand request rather than because hub.yaml pins it: such weights stay
     /// when the model is only `running`, subject to idle unload and group eviction.
     pub on_demand: bool,
+    /// Requests the worker is serving now, as its last health answer said. A model serving a
+    /// request is never evicted or idle-unloaded.
+    pub in_flight: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

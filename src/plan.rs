@@ -305,7 +305,7 @@ pub fn unload_at(spec: &ModelSpec, obs: &ModelObserved) -> Option<Time> {
 }
 
 fn is_idle(spec: &ModelSpec, obs: &ModelObserved, now: Time) -> bool {
-    unload_at(spec, obs).is_some_and(|at| at <= now)
+    obs.memory.in_flight == 0 && unload_at(spec, obs).is_some_and(|at| at <= now)
 }
 
 /// Keeps a group within `max_loaded` after the per-model plans: evicts the least recently used
@@ -343,13 +343,15 @@ fn enforce_group_cap(
         return;
     }
 
-    // Evict: loaded now, not about to (re)load, not busy, not pinned; least recently used first.
+    // Evict: loaded now, not about to (re)load, not busy, not serving a request, not pinned;
+    // least recently used first.
     let mut evictable: Vec<(&ModelName, &ModelObserved)> = members
         .iter()
         .filter(|(name, obs)| {
             let plan = &plans[name];
             obs.memory.state == MemoryState::Loaded
                 && !obs.busy
+                && obs.memory.in_flight == 0
                 && plan.target != DesiredState::Loaded
                 && plan.actions.is_empty()
         })

@@ -1,23 +1,26 @@
 //! The executor: runs one model's planned actions in order, as a task, reporting each step to
 //! the loop as an [`Update`]. Actions on one model are serialized by construction (one task per
-//! model); every step has a timeout.
+//! model); every step has a timeout; a newer desired state cancels a start or load in flight.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use tokio::sync::mpsc;
+use anyhow::{Context as _, anyhow};
+use tokio::sync::{mpsc, watch};
 
 use super::Event;
-use crate::config::{DEFAULT_HOST, Engine, ModelName, ModelSpec, RunSpec};
-use crate::engine::{self, Vars};
+use super::workers::Workers;
+use crate::config::{DEFAULT_HOST, Engine, HttpCall, ModelName, ModelSpec, RunSpec};
+use crate::engine::{self, Request, Vars};
 use crate::observed::MemoryState;
 use crate::plan::Action;
-use crate::supervisor::{SpawnRequest, Supervisor};
+use crate::supervisor::SpawnRequest;
 
 /// How often a starting worker's health is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(25);
+/// How long a process may take to die after SIGKILL before the stop is reported as failed.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// One step's effect on the observed state.
 #[derive(Debug, Clone)]
@@ -40,12 +43,13 @@ pub enum Update {
         action: Action,
         error: String,
     },
+    /// A newer desired state made the rest of the job moot; not a failure.
+    Superseded(Action),
 }
 
 /// What every task shares.
 pub struct Context {
-    pub supervisor: Supervisor,
-    pub client: reqwest::Client,
+    pub workers: Arc<dyn Workers>,
     pub hub_exe: String,
     pub events: mpsc::UnboundedSender<Event>,
 }
@@ -64,6 +68,20 @@ pub struct Job {
     pub on_demand: bool,
     pub cwd: PathBuf,
     pub log_dir: PathBuf,
+    /// Becomes true when a newer desired state supersedes this job.
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// Why a step did not complete.
+enum StepError {
+    Failed(anyhow::Error),
+    Superseded,
+}
+
+impl From<anyhow::Error> for StepError {
+    fn from(error: anyhow::Error) -> Self {
+        StepError::Failed(error)
+    }
 }
 
 pub async fn run(mut job: Job, ctx: Arc<Context>) {
@@ -83,16 +101,20 @@ pub async fn run(mut job: Job, ctx: Arc<Context>) {
                 Ok(()) => start(&mut job, &ctx, &send).await,
                 Err(e) => Err(e),
             },
-            Action::Load => load(&job, &ctx, &send).await,
+            Action::Load => load(&mut job, &ctx, &send).await,
             Action::Unload { .. } => unload(&job, &ctx, &send).await,
         };
         match result {
             Ok(()) => send(Update::Succeeded(action)),
-            Err(error) => {
+            Err(StepError::Failed(error)) => {
                 send(Update::Failed {
                     action,
                     error: format!("{error:#}"),
                 });
+                break;
+            }
+            Err(StepError::Superseded) => {
+                send(Update::Superseded(action));
                 break;
             }
         }
@@ -112,29 +134,40 @@ fn vars<'a>(name: &'a ModelName, run: &'a RunSpec, port: u16, hub: &'a str) -> V
     }
 }
 
-async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Result<()> {
+/// Resolves when the job is superseded; never if the loop is gone.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
     send(Update::Stopping);
-    let builtin = RunSpec {
-        engine_name: "builtin".into(),
-        engine: Arc::new(Engine::builtin()),
-        model_path: String::new(),
-        port: None,
-        args: Vec::new(),
-        env: Default::default(),
+    let engine = job
+        .running
+        .as_ref()
+        .map_or_else(|| Arc::new(Engine::builtin()), |r| r.engine.clone());
+    let stop_command = match (&engine.stop_command, &job.running) {
+        (Some(argv), Some(run)) => {
+            let vars = vars(&job.name, run, job.current_port.unwrap_or(0), &ctx.hub_exe);
+            Some(argv.iter().map(|t| engine::render(t, &vars)).collect())
+        }
+        _ => None,
     };
-    let run = job.running.as_ref().unwrap_or(&builtin);
-    let stop_command = run.engine.stop_command.as_ref().map(|argv| {
-        let vars = vars(&job.name, run, job.current_port.unwrap_or(0), &ctx.hub_exe);
-        argv.iter().map(|t| engine::render(t, &vars)).collect()
-    });
-    ctx.supervisor
-        .stop(&job.name, run.engine.stop_timeout, stop_command)
-        .await;
+    // stop_command, SIGTERM and SIGKILL each get their time; past that the process is stuck
+    // in the kernel and we say so rather than wait forever.
+    let bound = engine.stop_timeout * 2 + KILL_GRACE;
+    let stopped = ctx
+        .workers
+        .stop(&job.name, engine.stop_timeout, stop_command);
+    if tokio::time::timeout(bound, stopped).await.is_err() {
+        return Err(anyhow!("the worker did not exit within {bound:?}, even after SIGKILL").into());
+    }
     send(Update::Stopped);
     Ok(())
 }
 
-async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Result<()> {
+async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
     let spec = job.spec.as_ref().context("the model is not in hub.yaml")?;
     let run = spec.run.clone();
     let port = job
@@ -149,7 +182,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::
         .chain(run.env.iter())
         .map(|(k, v)| (k.clone(), engine::render(v, &vars)))
         .collect();
-    let spawned = ctx.supervisor.spawn(SpawnRequest {
+    let spawned = ctx.workers.spawn(SpawnRequest {
         name: &job.name,
         argv,
         env,
@@ -164,54 +197,76 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::
         log_file: spawned.log_file.clone(),
         run: run.clone(),
     });
-    let ready = wait_ready(job, ctx, &run.engine, &vars).await;
+    let url = engine::url(&vars, &run.engine.health.path);
+    let ready = wait_ready(job, ctx, &run.engine, url).await;
     if let Err(error) = ready {
         // Never leave a half-started worker behind.
-        ctx.supervisor
+        ctx.workers
             .stop(&job.name, run.engine.stop_timeout, None)
             .await;
-        return Err(error.context(format!("see {}", spawned.log_file.display())));
+        return Err(match error {
+            StepError::Failed(e) => {
+                StepError::Failed(e.context(format!("see {}", spawned.log_file.display())))
+            }
+            StepError::Superseded => {
+                send(Update::Stopped);
+                StepError::Superseded
+            }
+        });
     }
     send(Update::Ready);
     Ok(())
 }
 
 async fn wait_ready(
-    job: &Job,
+    job: &mut Job,
     ctx: &Context,
     engine: &Engine,
-    vars: &Vars<'_>,
-) -> anyhow::Result<()> {
+    url: String,
+) -> Result<(), StepError> {
     let deadline = tokio::time::Instant::now() + engine.health.start_timeout;
-    let exited = ctx.supervisor.wait_exit(&job.name);
+    let exited = ctx.workers.wait_exit(&job.name);
     tokio::pin!(exited);
     loop {
-        if engine::probe(&ctx.client, engine, vars).await {
-            return Ok(());
-        }
+        let probe = ctx.workers.probe(url.clone());
         tokio::select! {
+            biased;
+            () = cancelled(&mut job.cancel) => return Err(StepError::Superseded),
             exit = &mut exited => {
                 let code = exit.map_or(-1, |e| e.code_or_signal());
-                bail!("worker exited with code {code} before becoming healthy");
+                return Err(anyhow!("worker exited with code {code} before becoming healthy").into());
             }
             () = tokio::time::sleep_until(deadline) => {
-                bail!(
+                return Err(anyhow!(
                     "worker not healthy at {} after {:?}",
                     engine.health.path,
                     engine.health.start_timeout
-                );
+                )
+                .into());
             }
+            probe = probe => {
+                if probe.healthy {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::select! {
+            () = cancelled(&mut job.cancel) => return Err(StepError::Superseded),
             () = tokio::time::sleep(PROBE_EVERY) => {}
         }
     }
 }
 
-async fn load(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Result<()> {
-    let (run, call) = memory_call(job, |e| e.load.as_ref())?;
-    let port = job.current_port.context("the worker has no port")?;
+async fn load(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
+    let request = memory_request(job, ctx, |e| e.load.as_ref())?;
     send(Update::Memory(MemoryState::Loading));
-    let vars = vars(&job.name, run, port, &ctx.hub_exe);
-    match engine::call(&ctx.client, call, &vars).await {
+    let call = ctx.workers.call(request);
+    let result = tokio::select! {
+        biased;
+        () = cancelled(&mut job.cancel) => Err(StepError::Superseded),
+        result = call => result.map_err(StepError::Failed),
+    };
+    match result {
         Ok(()) => {
             send(Update::Loaded {
                 on_demand: job.on_demand,
@@ -219,18 +274,21 @@ async fn load(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Resul
             Ok(())
         }
         Err(e) => {
+            // A cancelled or failed load may have left weights half in memory; ask the worker to
+            // free them so memory state is known, then report unloaded.
+            if let Ok(unload) = memory_request(job, ctx, |e| e.unload.as_ref()) {
+                let _ = ctx.workers.call(unload).await;
+            }
             send(Update::Memory(MemoryState::Unloaded));
             Err(e)
         }
     }
 }
 
-async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Result<()> {
-    let (run, call) = memory_call(job, |e| e.unload.as_ref())?;
-    let port = job.current_port.context("the worker has no port")?;
+async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
+    let request = memory_request(job, ctx, |e| e.unload.as_ref())?;
     send(Update::Memory(MemoryState::Unloading));
-    let vars = vars(&job.name, run, port, &ctx.hub_exe);
-    match engine::call(&ctx.client, call, &vars).await {
+    match ctx.workers.call(request).await {
         Ok(()) => {
             send(Update::Memory(MemoryState::Unloaded));
             Ok(())
@@ -238,19 +296,22 @@ async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> anyhow::Res
         Err(e) => {
             // The worker still answers, so assume it still holds the weights.
             send(Update::Memory(MemoryState::Loaded));
-            Err(e)
+            Err(e.into())
         }
     }
 }
 
-fn memory_call(
+fn memory_request(
     job: &Job,
-    pick: impl Fn(&Engine) -> Option<&crate::config::HttpCall>,
-) -> anyhow::Result<(&RunSpec, &crate::config::HttpCall)> {
+    ctx: &Context,
+    pick: impl Fn(&Engine) -> Option<&HttpCall>,
+) -> anyhow::Result<Request> {
     let run = job
         .running
         .as_ref()
         .context("the model has no running worker")?;
     let call = pick(&run.engine).context("the engine cannot load or unload weights")?;
-    Ok((run, call))
+    let port = job.current_port.context("the worker has no port")?;
+    let vars = vars(&job.name, run, port, &ctx.hub_exe);
+    Ok(Request::new(call, &vars))
 }

@@ -7,6 +7,7 @@
 //! back as events; reads never wait for them.
 
 mod execute;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Desired, DesiredState, ModelName, ModelSpec, Rejection};
+use crate::engine::Probe;
 use crate::observed::{ActionError, MemoryState, ModelObserved, Observed, Override, Phase, Time};
 use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
@@ -27,9 +29,12 @@ use crate::supervisor::{Exit, Supervisor};
 use crate::{rfc3339, sha256_hex};
 
 pub use execute::Update;
+pub use workers::{BoxFuture, RealWorkers, Workers};
 
 /// A worker that crashes after running at least this long starts its backoff afresh.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A ready worker that fails this many health probes in a row is restarted.
+const HEALTH_FAILURES: u32 = 3;
 
 /// Everything that can make the loop act. Closed: the loop knows every reason it may run.
 pub enum Event {
@@ -60,6 +65,12 @@ pub enum Event {
     },
     /// A worker process exited, expectedly or not.
     Exit(Exit),
+    /// A ready worker's periodic health probe.
+    Health {
+        name: ModelName,
+        pid: u32,
+        probe: Probe,
+    },
     Shutdown {
         keep_workers: bool,
     },
@@ -221,6 +232,17 @@ struct InFlight {
     frees: bool,
     /// The port picked for a start in flight, reserved until the worker reports it.
     port: Option<u16>,
+    /// The spec the job works towards; a newer, different one cancels it.
+    spec: Option<ModelSpec>,
+    cancel: watch::Sender<bool>,
+}
+
+/// When a ready worker is next probed, and how its probes went.
+#[derive(Default)]
+struct Probing {
+    next_at: Option<Instant>,
+    in_progress: bool,
+    failures: u32,
 }
 
 /// The loop's state. Only [`Reconciler::run`] touches it.
@@ -238,6 +260,7 @@ pub struct Reconciler {
     episode: Option<Instant>,
     trigger: &'static str,
     in_flight: HashMap<ModelName, InFlight>,
+    probing: HashMap<ModelName, Probing>,
     executor: Arc<execute::Context>,
     publish: watch::Sender<Arc<Snapshot>>,
     reread: Arc<Notify>,
@@ -248,18 +271,34 @@ pub struct Reconciler {
     replies: Vec<Box<dyn FnOnce() + Send>>,
 }
 
-/// Builds the loop around an already validated desired state. Returns the loop, to be driven by
-/// [`Reconciler::run`], and the handle for everyone else.
+/// Builds the loop around an already validated desired state, with real worker processes.
+/// Returns the loop, to be driven by [`Reconciler::run`], its events, and the handle for
+/// everyone else.
 pub fn start(
     options: Options,
     desired: Desired,
     text: String,
 ) -> (Reconciler, mpsc::UnboundedReceiver<Event>, Handle) {
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel::<Exit>();
+    let workers = RealWorkers {
+        supervisor: Supervisor::new(exits_tx),
+        client: crate::engine::client(),
+    };
+    start_with(options, desired, text, Arc::new(workers), exits_rx)
+}
+
+/// [`start`] with any [`Workers`]; `exits` carries their exits.
+pub fn start_with(
+    options: Options,
+    desired: Desired,
+    text: String,
+    workers: Arc<dyn Workers>,
+    mut exits: mpsc::UnboundedReceiver<Exit>,
+) -> (Reconciler, mpsc::UnboundedReceiver<Event>, Handle) {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (exits_tx, mut exits_rx) = mpsc::unbounded_channel::<Exit>();
     let forward = events_tx.clone();
     tokio::spawn(async move {
-        while let Some(exit) = exits_rx.recv().await {
+        while let Some(exit) = exits.recv().await {
             if forward.send(Event::Exit(exit)).is_err() {
                 break;
             }
@@ -269,8 +308,7 @@ pub fn start(
     let now = clock.now();
     let desired = Arc::new(desired);
     let executor = Arc::new(execute::Context {
-        supervisor: Supervisor::new(exits_tx),
-        client: crate::engine::client(),
+        workers,
         hub_exe: options.hub_exe.display().to_string(),
         events: events_tx.clone(),
     });
@@ -318,6 +356,7 @@ pub fn start(
         episode: None,
         trigger: "startup",
         in_flight: HashMap::new(),
+        probing: HashMap::new(),
         executor,
         publish,
         reread: reread.clone(),
@@ -353,35 +392,56 @@ impl Reconciler {
             let event = tokio::select! {
                 event = events.recv() => event,
                 () = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= self.resync_at {
-                        self.resync_at = Instant::now() + self.options.resync_every;
-                        self.reread.notify_one();
-                        self.trigger = "resync";
-                    } else {
-                        self.trigger = "timer";
-                    }
-                    self.pass();
+                    self.on_timer();
                     continue;
                 }
             };
             let Some(mut event) = event else { break };
+            let mut needs_pass = false;
             loop {
                 if let Event::Shutdown { keep_workers } = event {
                     self.shutdown(keep_workers).await;
                     return;
                 }
-                self.handle(event);
+                needs_pass |= self.handle(event);
                 match events.try_recv() {
                     Ok(next) => event = next,
                     Err(_) => break,
                 }
             }
-            self.pass();
+            if needs_pass {
+                self.pass();
+            }
         }
         self.shutdown(false).await;
     }
 
-    fn handle(&mut self, event: Event) {
+    /// A timer fired: a resync, a retry or idle unload falling due, or health probes.
+    fn on_timer(&mut self) {
+        let now = self.clock.now();
+        let resync = Instant::now() >= self.resync_at;
+        if resync {
+            self.resync_at = Instant::now() + self.options.resync_every;
+            self.reread.notify_one();
+            self.trigger = "resync";
+        } else {
+            self.trigger = "timer";
+        }
+        let due = self
+            .observed
+            .models
+            .iter()
+            .filter_map(|(name, obs)| self.model_timer(name, obs))
+            .any(|at| at <= now);
+        if resync || due {
+            self.pass();
+        } else {
+            self.launch_probes();
+        }
+    }
+
+    /// Applies one event; returns whether a pass should follow.
+    fn handle(&mut self, event: Event) -> bool {
         let now = self.clock.now();
         match event {
             Event::Config(update) => self.on_config(update, now),
@@ -411,7 +471,109 @@ impl Reconciler {
                 }
             }
             Event::Exit(exit) => self.on_exit(exit, now),
+            Event::Health { name, pid, probe } => return self.on_health(name, pid, probe, now),
             Event::Shutdown { .. } => unreachable!("handled by run"),
+        }
+        true
+    }
+
+    /// A health probe's answer. Only a change (activity, or a worker judged unhealthy) needs a
+    /// pass; a quiet healthy answer costs nothing more.
+    fn on_health(&mut self, name: ModelName, pid: u32, probe: Probe, now: Time) -> bool {
+        let interval = self
+            .observed
+            .models
+            .get(&name)
+            .and_then(|o| o.worker.run.as_ref())
+            .map_or(Duration::from_secs(5), |r| r.engine.health.interval);
+        let probing = self.probing.entry(name.clone()).or_default();
+        probing.in_progress = false;
+        probing.next_at = Some(Instant::now() + interval);
+        let Some(obs) = self.observed.models.get_mut(&name) else {
+            return false;
+        };
+        if obs.worker.pid != Some(pid) || obs.busy || obs.worker.phase != Phase::Ready {
+            return false;
+        }
+        if probe.healthy {
+            probing.failures = 0;
+            let Some(activity) = probe.activity else {
+                return false;
+            };
+            let mut memory = obs.memory.clone();
+            memory.in_flight = activity.in_flight;
+            if let Some(idle) = activity.idle_ms {
+                let last = now - Duration::from_millis(idle);
+                // Millisecond rounding of the worker's clock must not look like new activity.
+                let moved = memory
+                    .last_activity
+                    .is_none_or(|t| (last - t).whole_milliseconds().abs() > 50);
+                if moved && memory.state == MemoryState::Loaded {
+                    memory.last_activity = Some(last);
+                }
+            }
+            let changed = memory != obs.memory;
+            obs.memory = memory;
+            return changed;
+        }
+        probing.failures += 1;
+        tracing::warn!(model = %name, pid, failures = probing.failures, "health probe failed");
+        if probing.failures < HEALTH_FAILURES {
+            return false;
+        }
+        probing.failures = 0;
+        // Judged dead while its process lives: restart it (the restart stops the process first).
+        obs.worker.phase = Phase::Failed;
+        obs.worker.crashed = true;
+        obs.worker.exit_code = None;
+        obs.memory = Default::default();
+        obs.error = Some(ActionError {
+            action: "health",
+            message: format!("failed {HEALTH_FAILURES} health probes in a row"),
+        });
+        let backoff = self.backoffs.entry(name).or_default();
+        obs.next_retry_at = backoff.next().map(|d| now + d);
+        self.trigger = "health";
+        true
+    }
+
+    /// Probes every ready worker whose probe is due.
+    fn launch_probes(&mut self) {
+        let now = Instant::now();
+        for (name, obs) in &self.observed.models {
+            let (Some(pid), Some(port), Some(run)) =
+                (obs.worker.pid, obs.worker.port, obs.worker.run.as_ref())
+            else {
+                continue;
+            };
+            if obs.busy || obs.worker.phase != Phase::Ready {
+                continue;
+            }
+            let probing = self.probing.entry(name.clone()).or_default();
+            let due = *probing
+                .next_at
+                .get_or_insert(now + run.engine.health.interval);
+            if probing.in_progress || due > now {
+                continue;
+            }
+            probing.in_progress = true;
+            let vars = crate::engine::Vars {
+                name: name.as_str(),
+                model_path: &run.model_path,
+                port,
+                host: crate::config::DEFAULT_HOST,
+                hub: &self.executor.hub_exe,
+            };
+            let probe = self
+                .executor
+                .workers
+                .probe(crate::engine::url(&vars, &run.engine.health.path));
+            let events = self.executor.events.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let probe = probe.await;
+                let _ = events.send(Event::Health { name, pid, probe });
+            });
         }
     }
 
@@ -524,6 +686,12 @@ impl Reconciler {
             }
         }
         self.backoffs.clear();
+        // A start or load in flight towards a spec that no longer is the desired one is moot.
+        for (name, in_flight) in &self.in_flight {
+            if in_flight.spec.as_ref() != self.desired.models.get(name) {
+                let _ = in_flight.cancel.send(true);
+            }
+        }
         self.open_episode(true);
     }
 
@@ -663,6 +831,12 @@ impl Reconciler {
                         Action::Unload { .. } => &mut report.unloaded,
                     };
                     list.push(name.to_string());
+                }
+            }
+            Update::Superseded(action) => {
+                tracing::info!(model = %name, action = action.verb(), "superseded by a newer desired state");
+                if matches!(action, Action::Load) {
+                    obs.load_requested = false;
                 }
             }
             Update::Failed { action, error } => {
@@ -832,6 +1006,15 @@ impl Reconciler {
         if self.episode.is_some() && self.in_flight.is_empty() && launched == 0 {
             self.close_episode();
         }
+        let live: HashSet<&ModelName> = self
+            .observed
+            .models
+            .iter()
+            .filter(|(_, o)| o.worker.phase == Phase::Ready)
+            .map(|(n, _)| n)
+            .collect();
+        self.probing.retain(|name, _| live.contains(name));
+        self.launch_probes();
         self.publish(&plan, now);
         for reply in self.replies.drain(..) {
             reply();
@@ -851,6 +1034,7 @@ impl Reconciler {
         };
         let obs = self.observed.models.entry(name.clone()).or_default();
         obs.busy = true;
+        let (cancel, cancelled) = watch::channel(false);
         let job = execute::Job {
             name: name.clone(),
             actions: model_plan.actions.clone(),
@@ -861,7 +1045,9 @@ impl Reconciler {
             on_demand: model_plan.target != DesiredState::Loaded,
             cwd: self.desired.settings.config_dir.clone(),
             log_dir: self.desired.settings.log_path.clone(),
+            cancel: cancelled,
         };
+        let spec = job.spec.clone();
         let task = tokio::spawn(execute::run(job, self.executor.clone()));
         self.in_flight.insert(
             name,
@@ -869,6 +1055,8 @@ impl Reconciler {
                 task,
                 frees: model_plan.actions[0].frees_resources(),
                 port,
+                spec,
+                cancel,
             },
         );
     }
@@ -929,41 +1117,48 @@ impl Reconciler {
         }));
     }
 
-    /// The next time a pass is due without any event: a retry, an idle unload, or the resync.
-    fn next_wake(&self) -> Instant {
-        let mut wake = self.resync_at;
-        for (name, obs) in &self.observed.models {
-            if obs.busy {
-                continue;
-            }
-            let unload_at = self
-                .desired
-                .models
-                .get(name)
-                .and_then(|spec| plan::unload_at(spec, obs));
-            for at in [obs.next_retry_at, unload_at].into_iter().flatten() {
-                wake = wake.min(self.clock.instant_at(at));
-            }
+    /// When a model's retry or idle unload falls due, if it has one.
+    fn model_timer(&self, name: &ModelName, obs: &ModelObserved) -> Option<Time> {
+        if obs.busy {
+            return None;
         }
-        wake
+        let unload_at = self
+            .desired
+            .models
+            .get(name)
+            .and_then(|spec| plan::unload_at(spec, obs));
+        [obs.next_retry_at, unload_at].into_iter().flatten().min()
+    }
+
+    /// The next time the loop must act without an event: the resync, a retry or idle unload,
+    /// or a health probe.
+    fn next_wake(&self) -> Instant {
+        let timers = self
+            .observed
+            .models
+            .iter()
+            .filter_map(|(name, obs)| self.model_timer(name, obs))
+            .map(|at| self.clock.instant_at(at));
+        let probes = self
+            .probing
+            .values()
+            .filter(|p| !p.in_progress)
+            .filter_map(|p| p.next_at);
+        timers.chain(probes).fold(self.resync_at, Instant::min)
     }
 
     async fn shutdown(&mut self, keep_workers: bool) {
         for (_, in_flight) in self.in_flight.drain() {
             in_flight.task.abort();
         }
-        let supervisor = &self.executor.supervisor;
+        let workers = &self.executor.workers;
+        let live = workers.live();
         if keep_workers {
-            tracing::info!(
-                "shutting down, leaving {} workers running",
-                supervisor.names().len()
-            );
+            tracing::info!("shutting down, leaving {} workers running", live.len());
         } else {
-            let names = supervisor.names();
-            tracing::info!("shutting down: stopping {} workers", names.len());
+            tracing::info!("shutting down: stopping {} workers", live.len());
             let mut stops = tokio::task::JoinSet::new();
-            for name in names {
-                let supervisor = supervisor.clone();
+            for name in live {
                 let engine = self
                     .observed
                     .models
@@ -971,7 +1166,7 @@ impl Reconciler {
                     .and_then(|o| o.worker.run.as_ref())
                     .map(|r| r.engine.clone())
                     .unwrap_or_else(|| Arc::new(crate::config::Engine::builtin()));
-                stops.spawn(async move { supervisor.stop(&name, engine.stop_timeout, None).await });
+                stops.spawn(workers.stop(&name, engine.stop_timeout, None));
             }
             while stops.join_next().await.is_some() {}
         }

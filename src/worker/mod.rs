@@ -40,6 +40,10 @@ pub struct WorkerArgs {
     /// Wait this long inside every load (slow weights).
     #[arg(long, value_parser = duration_arg)]
     pub load_delay: Option<Duration>,
+    /// Take this long over every completion (a long generation, to test that busy models are
+    /// not evicted).
+    #[arg(long, value_parser = duration_arg)]
+    pub request_delay: Option<Duration>,
     /// Exit with `--exit-code` this long after starting (a crash).
     #[arg(long, value_parser = duration_arg)]
     pub crash_after: Option<Duration>,
@@ -66,6 +70,8 @@ struct Worker {
     /// The loaded weights: the file's bytes, or nothing.
     weights: Mutex<Option<Arc<Vec<u8>>>>,
     requests: AtomicU64,
+    /// Completion requests being served now.
+    in_flight: AtomicU64,
     started: std::time::Instant,
     /// Milliseconds since `started` of the last completion request, 0 if none.
     last_activity_ms: AtomicU64,
@@ -114,6 +120,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         args,
         weights: Mutex::new(None),
         requests: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
         started: std::time::Instant::now(),
         last_activity_ms: AtomicU64::new(0),
     });
@@ -161,10 +168,32 @@ impl Worker {
         )
     }
 
-    fn touch(&self) {
+    /// Counts a request as served from now until the guard drops.
+    fn serving(self: &Arc<Self>) -> Serving {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_activity_ms.store(ms.max(1), Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Serving(self.clone())
+    }
+
+    /// Milliseconds since the last request ended: 0 while serving, `None` before any request.
+    fn idle_ms(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(0);
+        }
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| (self.started.elapsed().as_millis() as u64).saturating_sub(last))
+    }
+}
+
+/// A request being served; the activity hub reads from `/health`.
+struct Serving(Arc<Worker>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let worker = &self.0;
+        let ms = worker.started.elapsed().as_millis() as u64;
+        worker.last_activity_ms.store(ms.max(1), Ordering::Relaxed);
+        worker.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -176,7 +205,15 @@ async fn health(State(worker): State<Arc<Worker>>) -> Response {
             "told to fail health checks".to_string(),
         );
     }
-    Json(json!({"status": "ok", "loaded": worker.weights().is_some()})).into_response()
+    // The activity protocol: hub reads `in_flight` and `idle_ms` to unload idle models and to
+    // never evict one that is serving.
+    Json(json!({
+        "status": "ok",
+        "loaded": worker.weights().is_some(),
+        "in_flight": worker.in_flight.load(Ordering::Relaxed),
+        "idle_ms": worker.idle_ms(),
+    }))
+    .into_response()
 }
 
 async fn load(State(worker): State<Arc<Worker>>) -> Response {
@@ -203,11 +240,11 @@ async fn unload(State(worker): State<Arc<Worker>>) -> Json<Value> {
 }
 
 async fn stats(State(worker): State<Arc<Worker>>) -> Json<Value> {
-    let last = worker.last_activity_ms.load(Ordering::Relaxed);
     Json(json!({
         "requests": worker.requests.load(Ordering::Relaxed),
+        "in_flight": worker.in_flight.load(Ordering::Relaxed),
         "loaded": worker.weights().is_some(),
-        "idle_ms": (last > 0).then(|| worker.started.elapsed().as_millis() as u64 - last),
+        "idle_ms": worker.idle_ms(),
     }))
 }
 
@@ -254,7 +291,10 @@ async fn chat_completions(
     let Some(weights) = worker.weights() else {
         return worker.not_loaded();
     };
-    worker.touch();
+    let _serving = worker.serving();
+    if let Some(delay) = worker.args.request_delay {
+        tokio::time::sleep(delay).await;
+    }
     let prompt: String = request
         .messages
         .iter()
@@ -293,7 +333,10 @@ async fn completions(
     let Some(weights) = worker.weights() else {
         return worker.not_loaded();
     };
-    worker.touch();
+    let _serving = worker.serving();
+    if let Some(delay) = worker.args.request_delay {
+        tokio::time::sleep(delay).await;
+    }
     let prompt = value_text(&request.prompt);
     let words = generate(&weights, &prompt, request.max_tokens.unwrap_or(16));
     let id = format!("cmpl-{:016x}", fnv1a(prompt.as_bytes()));
