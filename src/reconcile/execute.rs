@@ -206,7 +206,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
             .await;
         return Err(match error {
             StepError::Failed(e) => {
-                StepError::Failed(e.context(format!("see {}", spawned.log_file.display())))
+                StepError::Failed(anyhow!("{e:#} (see {})", spawned.log_file.display()))
             }
             StepError::Superseded => {
                 send(Update::Stopped);

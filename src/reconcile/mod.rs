@@ -324,7 +324,7 @@ pub fn start_with(
         now,
         desired: &desired,
         observed: &Observed::default(),
-        plan: &Plan { models: Vec::new() },
+        plan: &plan::plan(&desired, &Observed::default(), now),
         generation: 1,
         observed_generation: 0,
         config: config_status(&applied, None),
@@ -816,6 +816,7 @@ impl Reconciler {
             }
             Update::Succeeded(action) => {
                 obs.error = None;
+                obs.next_retry_at = None;
                 if matches!(action, Action::Restart { .. }) {
                     obs.worker.restarts += 1;
                 }
@@ -1133,11 +1134,15 @@ impl Reconciler {
     /// The next time the loop must act without an event: the resync, a retry or idle unload,
     /// or a health probe.
     fn next_wake(&self) -> Instant {
+        // Only future times: one already past has had its pass, and waking for it again would
+        // spin (an idle timer of a model that is serving, say).
+        let now = self.clock.now();
         let timers = self
             .observed
             .models
             .iter()
             .filter_map(|(name, obs)| self.model_timer(name, obs))
+            .filter(|at| *at > now)
             .map(|at| self.clock.instant_at(at));
         let probes = self
             .probing
@@ -1190,3 +1195,6 @@ pub fn result_verb(plan: &ModelPlan) -> &'static str {
         .min_by_key(|a| rank(a))
         .map_or("unchanged", Action::past_tense)
 }
+
+#[cfg(test)]
+mod tests;

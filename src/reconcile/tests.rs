@@ -1,0 +1,555 @@
+//! The loop's timing, tested with tokio's paused clock and [`FakeWorkers`]: start timeouts,
+//! backoff growth and reset, supersession, idle unload, bounded stops. Everything else about the
+//! loop is tested against real workers in `tests/it`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::{BoxFuture, ConfigUpdate, Event, Handle, Options, Verb, Workers, start_with};
+use crate::config::{self, ModelName};
+use crate::engine::{Activity, Probe, Request};
+use crate::status::ModelStatus;
+use crate::supervisor::{Exit, ExitInfo, SpawnRequest, Spawned};
+
+/// How a fake model behaves; changeable while the test runs.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    /// Healthy this long after spawn; `None` never.
+    healthy_after: Option<Duration>,
+    load_takes: Duration,
+    /// `stop` never finishes (a process stuck in the kernel).
+    stuck: bool,
+}
+
+struct Proc {
+    pid: u32,
+    port: u16,
+    spawned: Instant,
+    exited: watch::Sender<Option<ExitInfo>>,
+}
+
+#[derive(Default)]
+struct State {
+    next_pid: u32,
+    procs: HashMap<ModelName, Proc>,
+    behaviour: HashMap<String, Behaviour>,
+    /// What happened, with the virtual time since the test began: `(seconds, "spawn alpha")`.
+    log: Vec<(f64, String)>,
+    idle_ms: HashMap<String, u64>,
+}
+
+/// Workers that exist only as entries in a table, driven by virtual time.
+struct FakeWorkers {
+    state: Mutex<State>,
+    exits: mpsc::UnboundedSender<Exit>,
+    epoch: Instant,
+}
+
+impl FakeWorkers {
+    fn behave(&self, model: &str, behaviour: Behaviour) {
+        let mut state = self.state.lock().unwrap();
+        state.behaviour.insert(model.to_string(), behaviour);
+    }
+
+    fn record(&self, state: &mut State, what: String) {
+        state.log.push((self.epoch.elapsed().as_secs_f64(), what));
+    }
+
+    fn log(&self) -> Vec<(f64, String)> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    fn times(&self, what: &str) -> Vec<f64> {
+        self.log()
+            .into_iter()
+            .filter(|(_, w)| w == what)
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    fn live(&self) -> usize {
+        self.state.lock().unwrap().procs.len()
+    }
+
+    /// The worker dies on its own.
+    fn crash(&self, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let name = ModelName::new(name).unwrap();
+        let proc = state.procs.remove(&name).expect("a live worker to crash");
+        let info = ExitInfo {
+            code: Some(3),
+            signal: None,
+        };
+        proc.exited.send_replace(Some(info));
+        let _ = self.exits.send(Exit {
+            name,
+            pid: proc.pid,
+            info,
+        });
+    }
+
+    fn model_at(state: &State, url: &str) -> Option<(ModelName, Instant)> {
+        state
+            .procs
+            .iter()
+            .find(|(_, p)| url.contains(&format!(":{}/", p.port)))
+            .map(|(n, p)| (n.clone(), p.spawned))
+    }
+}
+
+impl Workers for FakeWorkers {
+    fn spawn(&self, request: SpawnRequest<'_>) -> anyhow::Result<Spawned> {
+        let mut state = self.state.lock().unwrap();
+        state.next_pid += 1;
+        let pid = 1000 + state.next_pid;
+        let port: u16 = request.argv.last().unwrap().parse().unwrap();
+        let (exited, _) = watch::channel(None);
+        state.procs.insert(
+            request.name.clone(),
+            Proc {
+                pid,
+                port,
+                spawned: Instant::now(),
+                exited,
+            },
+        );
+        self.record(&mut state, format!("spawn {}", request.name));
+        Ok(Spawned {
+            pid,
+            log_file: PathBuf::from(format!("{}.log", request.name)),
+        })
+    }
+
+    fn wait_exit(&self, name: &ModelName) -> BoxFuture<'static, Option<ExitInfo>> {
+        let receiver = {
+            let state = self.state.lock().unwrap();
+            state.procs.get(name).map(|p| p.exited.subscribe())
+        };
+        Box::pin(async move {
+            let mut receiver = receiver?;
+            let info = *receiver.wait_for(Option::is_some).await.ok()?;
+            info
+        })
+    }
+
+    fn stop(
+        &self,
+        name: &ModelName,
+        _stop_timeout: Duration,
+        _stop_command: Option<Vec<String>>,
+    ) -> BoxFuture<'static, Option<ExitInfo>> {
+        let mut state = self.state.lock().unwrap();
+        let stuck = state.behaviour.get(name.as_str()).is_some_and(|b| b.stuck);
+        if stuck {
+            return Box::pin(std::future::pending());
+        }
+        let proc = state.procs.remove(name);
+        if proc.is_some() {
+            self.record(&mut state, format!("stop {name}"));
+        }
+        let info = proc.map(|p| {
+            let info = ExitInfo {
+                code: None,
+                signal: Some(15),
+            };
+            p.exited.send_replace(Some(info));
+            let _ = self.exits.send(Exit {
+                name: name.clone(),
+                pid: p.pid,
+                info,
+            });
+            info
+        });
+        Box::pin(async move { info })
+    }
+
+    fn live(&self) -> Vec<ModelName> {
+        self.state.lock().unwrap().procs.keys().cloned().collect()
+    }
+
+    fn probe(&self, url: String) -> BoxFuture<'static, Probe> {
+        let state = self.state.lock().unwrap();
+        let probe = match Self::model_at(&state, &url) {
+            Some((name, spawned)) => {
+                let behaviour = state
+                    .behaviour
+                    .get(name.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                let healthy = behaviour
+                    .healthy_after
+                    .is_some_and(|after| spawned.elapsed() >= after);
+                Probe {
+                    healthy,
+                    activity: Some(Activity {
+                        in_flight: 0,
+                        idle_ms: state.idle_ms.get(name.as_str()).copied(),
+                    }),
+                }
+            }
+            None => Probe::default(),
+        };
+        Box::pin(async move { probe })
+    }
+
+    fn call(&self, request: Request) -> BoxFuture<'static, anyhow::Result<()>> {
+        let mut state = self.state.lock().unwrap();
+        let Some((name, _)) = Self::model_at(&state, &request.url) else {
+            return Box::pin(async { anyhow::bail!("connection refused") });
+        };
+        let verb = if request.url.ends_with("/load") {
+            "load"
+        } else {
+            "unload"
+        };
+        self.record(&mut state, format!("{verb} {name}"));
+        let takes = match verb {
+            "load" => state
+                .behaviour
+                .get(name.as_str())
+                .map(|b| b.load_takes)
+                .unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            Ok(())
+        })
+    }
+}
+
+const ENGINE: &str = "
+engines:
+  fake:
+    command: [fake, '{port}']
+    health: {interval: 1s, start_timeout: 2s}
+    stop_timeout: 1s
+    load: {path: /load}
+    unload: {path: /unload}
+";
+
+/// A loop over fake workers, its handle, and the fakes.
+async fn start(yaml: &str) -> (Handle, Arc<FakeWorkers>) {
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let fake = Arc::new(FakeWorkers {
+        state: Mutex::default(),
+        exits: exits_tx,
+        epoch: Instant::now(),
+    });
+    let text = format!("{ENGINE}{yaml}");
+    let desired = parse(&text);
+    let options = Options {
+        config_path: PathBuf::from("/hub.yaml"),
+        hub_exe: PathBuf::from("hub"),
+        resync_every: Duration::from_secs(3600),
+        max_concurrent: 8,
+    };
+    let (reconciler, events, handle) = start_with(options, desired, text, fake.clone(), exits_rx);
+    tokio::spawn(reconciler.run(events));
+    (handle, fake)
+}
+
+fn parse(text: &str) -> config::Desired {
+    config::parse(text, "hub.yaml", std::path::Path::new("/tmp")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sends a new config as the watcher would.
+fn save(handle: &Handle, yaml: &str) {
+    let text = format!("{ENGINE}{yaml}");
+    let update = ConfigUpdate {
+        path: PathBuf::from("/hub.yaml"),
+        sha256: crate::sha256_hex(text.as_bytes()),
+        result: Ok(parse(&text)),
+        text,
+    };
+    handle.events.send(Event::Config(update)).unwrap();
+}
+
+fn model(handle: &Handle, name: &str) -> ModelStatus {
+    let snapshot = handle.snapshot();
+    snapshot
+        .status
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
+        .unwrap()
+}
+
+/// Advances virtual time in small steps until `check` holds; panics after `limit`.
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_never_becomes_healthy_times_out_is_stopped_and_backs_off() {
+    let (handle, fake) =
+        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+    until("a failed start", Duration::from_secs(10), || {
+        model(&handle, "alpha").error.is_some()
+    })
+    .await;
+    let alpha = model(&handle, "alpha");
+    assert_eq!(alpha.worker.phase, "backoff");
+    assert_eq!(
+        alpha.error.as_deref(),
+        Some("start failed: worker not healthy at /health after 2s (see alpha.log)")
+    );
+    assert!(alpha.next_retry_at.is_some());
+    assert_eq!(fake.live(), 0, "the unhealthy worker was stopped");
+    let spawns = fake.times("spawn alpha");
+    let stops = fake.times("stop alpha");
+    assert_eq!(spawns.len(), 1);
+    assert!(
+        (stops[0] - spawns[0] - 2.0).abs() < 0.1,
+        "{spawns:?} {stops:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_and_reset_after_a_stable_run() {
+    let (handle, fake) =
+        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+    until("five attempts", Duration::from_secs(120), || {
+        fake.times("spawn alpha").len() >= 5
+    })
+    .await;
+    // Each attempt waits 2 s for health; the pauses between attempts are the backoff delays,
+    // 0.5 s doubling, each with up to 100% jitter.
+    let spawns = fake.times("spawn alpha");
+    let stops = fake.times("stop alpha");
+    for (i, base) in [0.5, 1.0, 2.0, 4.0].iter().enumerate() {
+        let pause = spawns[i + 1] - stops[i];
+        assert!(
+            pause >= base - 0.05 && pause <= base * 2.0 + 0.1,
+            "pause {i} was {pause:.2}s, expected {base}..{}s",
+            base * 2.0
+        );
+    }
+
+    // Now it starts; after running a while it crashes, and the first retry is quick again.
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            ..Behaviour::default()
+        },
+    );
+    until("alpha ready", Duration::from_secs(60), || {
+        model(&handle, "alpha").worker.phase == "ready"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let before = fake.times("spawn alpha").len();
+    fake.crash("alpha");
+    let crashed_at = fake.epoch.elapsed().as_secs_f64();
+    until("alpha restarted", Duration::from_secs(10), || {
+        fake.times("spawn alpha").len() > before
+    })
+    .await;
+    let pause = fake.times("spawn alpha")[before] - crashed_at;
+    assert!(
+        (0.45..=1.1).contains(&pause),
+        "pause after a stable run was {pause:.2}s"
+    );
+    until("alpha ready again", Duration::from_secs(10), || {
+        let alpha = model(&handle, "alpha");
+        alpha.worker.phase == "ready" && alpha.worker.restarts == 1
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_backs_off_instead_of_spinning() {
+    let (handle, fake) =
+        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            ..Behaviour::default()
+        },
+    );
+    for _ in 0..6 {
+        until("alpha ready", Duration::from_secs(120), || {
+            model(&handle, "alpha").worker.phase == "ready"
+        })
+        .await;
+        fake.crash("alpha");
+        until("alpha crashed", Duration::from_secs(1), || {
+            model(&handle, "alpha").worker.phase == "backoff"
+        })
+        .await;
+    }
+    // Six crashes within seconds of starting: the delay has grown past 8 s.
+    let alpha = model(&handle, "alpha");
+    assert_eq!(alpha.worker.restarts, 5);
+    let next = time::OffsetDateTime::parse(
+        alpha.next_retry_at.as_deref().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::parse(
+        &handle.snapshot().status.timestamp,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        (next - now).whole_seconds() >= 8,
+        "next retry in {}",
+        next - now
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_desired_state_supersedes_a_slow_start() {
+    let models = "models:\n  - {name: alpha, model_path: old, engine: fake, state: running}\n";
+    let (handle, fake) = start(models).await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::from_millis(1500)),
+            ..Behaviour::default()
+        },
+    );
+    until("alpha starting", Duration::from_secs(1), || {
+        model(&handle, "alpha").worker.phase == "starting"
+    })
+    .await;
+    save(
+        &handle,
+        &models.replace("model_path: old", "model_path: new"),
+    );
+    until(
+        "alpha ready on the new spec",
+        Duration::from_secs(5),
+        || {
+            let snapshot = handle.snapshot();
+            snapshot.status.summary == crate::status::Summary::Converged && snapshot.generation == 2
+        },
+    )
+    .await;
+    let log: Vec<String> = fake.log().into_iter().map(|(_, w)| w).collect();
+    assert_eq!(log, ["spawn alpha", "stop alpha", "spawn alpha"]);
+    let stop = fake.times("stop alpha")[0];
+    assert!(
+        stop < 1.0,
+        "the old start was cancelled at once, not after it finished: {stop}"
+    );
+    let report = handle.snapshot().status.last_reconcile.clone().unwrap();
+    assert_eq!(report.failed, []);
+    assert_eq!(report.started, ["alpha"]);
+    assert!(model(&handle, "alpha").error.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_use() {
+    let (handle, fake) = start(
+        "models:\n  - {name: alpha, model_path: a, engine: fake, state: running, idle_unload_after: 60s}\n",
+    )
+    .await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            ..Behaviour::default()
+        },
+    );
+    until("alpha ready", Duration::from_secs(5), || {
+        model(&handle, "alpha").worker.phase == "ready"
+    })
+    .await;
+    let (reply, answer) = oneshot::channel();
+    handle
+        .events
+        .send(Event::Model {
+            name: "alpha".into(),
+            verb: Verb::Load,
+            reply,
+        })
+        .unwrap();
+    answer.await.unwrap().unwrap();
+    until("alpha loaded", Duration::from_secs(5), || {
+        model(&handle, "alpha").memory.state == "loaded"
+    })
+    .await;
+    let loaded_at = fake.times("load alpha")[0];
+    assert!(model(&handle, "alpha").memory.unload_at.is_some());
+    assert!(
+        model(&handle, "alpha").override_.is_none(),
+        "an on-demand load is no override"
+    );
+
+    // A request 30 s in (the worker reports it at its next health probe) moves the deadline.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    fake.state.lock().unwrap().idle_ms.insert("alpha".into(), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fake.state.lock().unwrap().idle_ms.remove("alpha");
+    let used_at = fake.epoch.elapsed().as_secs_f64();
+
+    until("alpha unloaded", Duration::from_secs(120), || {
+        model(&handle, "alpha").memory.state == "unloaded"
+    })
+    .await;
+    let unloaded_at = fake.times("unload alpha")[0];
+    assert!(
+        unloaded_at - loaded_at > 85.0,
+        "unloaded too early: {unloaded_at}"
+    );
+    assert!(
+        (unloaded_at - used_at - 60.0).abs() < 1.5,
+        "{used_at} {unloaded_at}"
+    );
+    let report = handle.snapshot().status.last_reconcile.clone().unwrap();
+    assert_eq!(report.unloaded, ["alpha"]);
+    assert_eq!(
+        model(&handle, "alpha").worker.phase,
+        "ready",
+        "the worker stays up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_that_never_finishes_is_reported_not_waited_for() {
+    let models = "models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n";
+    let (handle, fake) = start(models).await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            ..Behaviour::default()
+        },
+    );
+    until("alpha ready", Duration::from_secs(5), || {
+        model(&handle, "alpha").worker.phase == "ready"
+    })
+    .await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            stuck: true,
+            ..Behaviour::default()
+        },
+    );
+    save(&handle, &models.replace("state: running", "state: stopped"));
+    until("the stop failed", Duration::from_secs(30), || {
+        model(&handle, "alpha").error.is_some()
+    })
+    .await;
+    // stop_timeout 1 s: 2 x 1 s plus 10 s of grace after SIGKILL.
+    let alpha = model(&handle, "alpha");
+    assert_eq!(
+        alpha.error.as_deref(),
+        Some("stop failed: the worker did not exit within 12s, even after SIGKILL")
+    );
+}
