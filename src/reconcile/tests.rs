@@ -132,8 +132,7 @@ impl Workers for FakeWorkers {
         };
         Box::pin(async move {
             let mut receiver = receiver?;
-            let info = *receiver.wait_for(Option::is_some).await.ok()?;
-            info
+            *receiver.wait_for(Option::is_some).await.ok()?
         })
     }
 
