@@ -101,12 +101,10 @@ impl Action {
         }
     }
 
-    /// Stops and unloads free ports and memory, so they run before starts and loads.
+    /// Stops and unloads only free ports and memory, so they run before anything that takes them
+    /// (a restart frees and then takes).
     pub fn frees_resources(&self) -> bool {
-        matches!(
-            self,
-            Action::Stop | Action::Unload { .. } | Action::Restart { .. }
-        )
+        matches!(self, Action::Stop | Action::Unload { .. })
     }
 
     fn detail(&self) -> Option<String> {
@@ -273,7 +271,8 @@ fn plan_model(
     let loaded = !fresh && obs.memory.state == MemoryState::Loaded;
     match target {
         DesiredState::Loaded if !loaded => plan.actions.push(Action::Load),
-        DesiredState::Running if loaded && !obs.memory.on_demand => {
+        // Weights held for a pin that is gone are freed, unless someone asked for them.
+        DesiredState::Running if loaded && !obs.memory.on_demand && !obs.load_requested => {
             plan.actions.push(Action::Unload {
                 why: UnloadReason::Unpinned,
             });
@@ -328,7 +327,8 @@ fn enforce_group_cap(
         })
         .map(|m| (m, observed.models.get(m).unwrap_or(&idle)))
         .collect();
-    // Members that will hold weights once the plans so far have run.
+    // Members that hold weights now or will once the plans so far have run. A restarting member
+    // still counts: its weights go only when its job runs, which may be after another's load.
     let will_hold = |obs: &ModelObserved, plan: &ModelPlan| -> bool {
         let holds_now = matches!(obs.memory.state, MemoryState::Loaded | MemoryState::Loading);
         plan.actions.contains(&Action::Load)
@@ -352,6 +352,7 @@ fn enforce_group_cap(
             obs.memory.state == MemoryState::Loaded
                 && !obs.busy
                 && obs.memory.in_flight == 0
+                && !obs.load_requested
                 && plan.target != DesiredState::Loaded
                 && plan.actions.is_empty()
         })
@@ -375,14 +376,21 @@ fn enforce_group_cap(
         }
     }
 
-    // Still too many: hold back loads, on-demand ones first, until it fits.
-    let mut loading: Vec<&ModelName> = members
+    // Still too many: hold back loads until it fits, first those whose model holds nothing
+    // now (holding back the reload of a restarting model frees nothing), on-demand before pinned.
+    let mut loading: Vec<(&ModelName, &ModelObserved)> = members
         .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| plans[name].actions.contains(&Action::Load))
+        .filter(|(name, _)| plans[name].actions.contains(&Action::Load))
+        .copied()
         .collect();
-    loading.sort_by_key(|name| (plans[name].target == DesiredState::Loaded, (*name).clone()));
-    for name in loading {
+    loading.sort_by_key(|(name, obs)| {
+        (
+            obs.memory.state != MemoryState::Unloaded,
+            plans[name].target == DesiredState::Loaded,
+            (*name).clone(),
+        )
+    });
+    for (name, _) in loading {
         if holding <= cap {
             break;
         }
@@ -391,8 +399,11 @@ fn enforce_group_cap(
             plan.waiting = Some(Wait::GroupFull {
                 group: group.name.clone(),
             });
-            holding -= 1;
         }
+        holding = members
+            .iter()
+            .filter(|(name, obs)| will_hold(obs, &plans[name]))
+            .count();
     }
 }
 

@@ -268,3 +268,215 @@ fn overrides_hold_until_the_entry_changes() {
     let beta = plan.get("beta").unwrap();
     assert_eq!(beta.to_string(), "+ beta  start [clears override]");
 }
+
+/// A small deterministic random source (xorshift64*), so the property test needs no crate and
+/// a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A random valid hub.yaml: up to 8 models, up to 2 groups, no more pinned models in a group
+/// than it may hold.
+fn random_yaml(rng: &mut Rng) -> String {
+    let groups = [("g1", 1 + rng.below(3)), ("g2", 1 + rng.below(2))];
+    let mut pinned = [0u64; 2];
+    let mut yaml = String::from("models:\n");
+    for i in 0..1 + rng.below(8) {
+        let group = rng.below(3) as usize;
+        let mut state = ["stopped", "running", "loaded"][rng.below(3) as usize];
+        if group < 2 && state == "loaded" {
+            if pinned[group] == groups[group].1 {
+                state = "running";
+            } else {
+                pinned[group] += 1;
+            }
+        }
+        let path = if rng.chance(20) { "new" } else { "old" };
+        yaml.push_str(&format!(
+            "  - {{name: m{i}, model_path: {path}, state: {state}"
+        ));
+        if group < 2 {
+            yaml.push_str(&format!(", group: {}", groups[group].0));
+        }
+        yaml.push_str("}\n");
+    }
+    yaml.push_str("groups:\n");
+    for (name, max) in groups {
+        yaml.push_str(&format!("  - {{name: {name}, max_loaded: {max}}}\n"));
+    }
+    yaml
+}
+
+/// A random observed state for `desired`'s models and a few that are no longer in it.
+fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
+    let mut text = String::new();
+    let names: Vec<String> = desired
+        .models
+        .keys()
+        .map(ToString::to_string)
+        .chain((0..rng.below(3)).map(|i| format!("gone{i}")))
+        .collect();
+    for name in names {
+        if rng.chance(30) {
+            continue;
+        }
+        let mut line = name.clone();
+        line.push_str(["  ready", "  stopped", "  failed"][rng.below(3) as usize]);
+        if line.ends_with("ready") && rng.chance(50) {
+            line.push_str(" loaded");
+            if rng.chance(50) {
+                line.push_str(" on_demand");
+            }
+            line.push_str(&format!(" last=-{}s", rng.below(100)));
+        }
+        if line.ends_with("failed") && rng.chance(50) {
+            line.push_str(" crashed");
+        }
+        if rng.chance(20) {
+            line.push_str(" path=older");
+        }
+        // The API keeps these exclusive, and an unload request only stands for loaded weights.
+        if rng.chance(20) {
+            line.push_str(" load_requested");
+        } else if line.contains(" loaded") && rng.chance(10) {
+            line.push_str(" unload_requested");
+        }
+        if !name.starts_with("gone") && rng.chance(15) {
+            line.push_str([" override=stopped", " override=running"][rng.below(2) as usize]);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    observed(desired, &text)
+}
+
+/// Carries out a plan on a simulated machine as the executor does: jobs that only free run
+/// first, then the rest, one action at a time. Panics if a load lands in a full group.
+fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed: u64) {
+    use super::Action;
+    let loaded_in = |observed: &Observed, group: &str| {
+        desired.groups[group]
+            .members
+            .iter()
+            .filter(|m| {
+                observed
+                    .models
+                    .get(*m)
+                    .is_some_and(|o| o.memory.state == MemoryState::Loaded)
+            })
+            .count() as u32
+    };
+    let (first, second): (Vec<_>, Vec<_>) = plan
+        .models
+        .iter()
+        .partition(|m| m.actions.iter().all(Action::frees_resources));
+    for model_plan in first.into_iter().chain(second) {
+        let obs = observed.models.entry(model_plan.name.clone()).or_default();
+        if model_plan.override_ == super::OverrideChange::Cleared {
+            obs.override_ = None;
+        }
+        let spec = desired.models.get(&model_plan.name);
+        for action in &model_plan.actions {
+            let obs = observed.models.get_mut(&model_plan.name).unwrap();
+            match action {
+                Action::Start | Action::Restart { .. } => {
+                    obs.worker.phase = Phase::Ready;
+                    obs.worker.crashed = false;
+                    obs.worker.run = Some(spec.unwrap().run.clone());
+                    obs.memory = Default::default();
+                    obs.unload_requested = false;
+                }
+                Action::Stop => {
+                    obs.worker.phase = Phase::Stopped;
+                    obs.worker.run = None;
+                    obs.memory = Default::default();
+                    obs.unload_requested = false;
+                }
+                Action::Unload { .. } => {
+                    obs.memory = Default::default();
+                    obs.unload_requested = false;
+                }
+                Action::Load => {
+                    if let Some(group) = spec.and_then(|s| s.group.as_deref()) {
+                        let cap = desired.groups[group].max_loaded;
+                        let loaded = loaded_in(observed, group);
+                        assert!(
+                            loaded < cap,
+                            "seed {seed}: load of {} into group {group} holding {loaded} of {cap}; plan:\n{}",
+                            model_plan.name,
+                            plan.models
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
+                    }
+                    let obs = observed.models.get_mut(&model_plan.name).unwrap();
+                    obs.memory.state = MemoryState::Loaded;
+                    obs.memory.on_demand = model_plan.target != DesiredState::Loaded;
+                    obs.memory.loaded_at = Some(NOW);
+                    obs.load_requested = false;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn applying_any_plan_converges_and_never_overfills_a_group() {
+    for seed in 1..=3000u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let desired = desired(&random_yaml(&mut rng));
+        let mut observed = random_observed(&mut rng, &desired);
+        // Level-triggered: each round plans from what the last one left. A load waiting for a
+        // restart to free its group goes in the round after, so allow a few.
+        let mut plans = Vec::new();
+        for _ in 0..3 {
+            let next = plan(&desired, &observed, NOW);
+            if next.models.iter().all(|m| m.actions.is_empty()) {
+                break;
+            }
+            execute(&desired, &mut observed, &next, seed);
+            plans.push(next);
+        }
+        let last = plan(&desired, &observed, NOW);
+        let leftover: Vec<String> = last
+            .models
+            .iter()
+            .filter(|m| !m.actions.is_empty())
+            .map(ToString::to_string)
+            .collect();
+        let history: Vec<String> = plans
+            .iter()
+            .map(|p| {
+                p.models
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        assert!(
+            leftover.is_empty(),
+            "seed {seed}: not converged after {} rounds:\n{}\nplans:\n{}",
+            plans.len(),
+            leftover.join("\n"),
+            history.join("\n--\n")
+        );
+    }
+}

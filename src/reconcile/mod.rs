@@ -735,7 +735,10 @@ impl Reconciler {
                 set(obs, DesiredState::Running);
                 obs.load_requested = memory_control;
             }
-            (Verb::Load, DesiredState::Running) => obs.load_requested = memory_control && !loaded,
+            (Verb::Load, DesiredState::Running) => {
+                obs.load_requested = memory_control && !loaded;
+                obs.unload_requested = false;
+            }
             (Verb::Load, DesiredState::Loaded) => {}
             (Verb::Unload, DesiredState::Stopped) => {}
             (Verb::Unload, _) if !memory_control => set(obs, DesiredState::Stopped),
@@ -791,6 +794,7 @@ impl Reconciler {
                 obs.worker.run = Some(run);
                 obs.worker.crashed = false;
                 obs.memory = Default::default();
+                obs.unload_requested = false;
             }
             Update::Ready => obs.worker.phase = Phase::Ready,
             Update::Stopping => obs.worker.phase = Phase::Stopping,
@@ -799,12 +803,14 @@ impl Reconciler {
                 obs.worker.pid = None;
                 obs.worker.crashed = false;
                 obs.memory = Default::default();
+                obs.unload_requested = false;
             }
             Update::Memory(state) => {
                 obs.memory.state = state;
                 if state == MemoryState::Unloaded {
                     obs.memory.loaded_at = None;
                     obs.memory.on_demand = false;
+                    obs.unload_requested = false;
                 }
             }
             Update::Loaded { on_demand } => {
@@ -985,16 +991,13 @@ impl Reconciler {
         });
 
         let freeing = self.in_flight.values().any(|f| f.frees)
-            || plan
-                .models
-                .iter()
-                .any(|m| m.actions.first().is_some_and(Action::frees_resources));
+            || plan.models.iter().any(|m| frees_only(&m.actions));
         let mut launched = 0;
         for model_plan in plan.models.iter().filter(|m| !m.actions.is_empty()) {
             if self.in_flight.len() >= self.options.max_concurrent {
                 break;
             }
-            let frees = model_plan.actions[0].frees_resources();
+            let frees = frees_only(&model_plan.actions);
             if freeing && !frees {
                 continue;
             }
@@ -1054,7 +1057,7 @@ impl Reconciler {
             name,
             InFlight {
                 task,
-                frees: model_plan.actions[0].frees_resources(),
+                frees: frees_only(&model_plan.actions),
                 port,
                 spec,
                 cancel,
@@ -1179,6 +1182,12 @@ impl Reconciler {
         let plan = plan::plan(&self.desired, &self.observed, now);
         self.publish(&plan, now);
     }
+}
+
+/// Whether a job only gives ports and memory back. Such jobs run first; jobs that take
+/// anything wait until they are done, so a load never lands in a group before its eviction.
+fn frees_only(actions: &[Action]) -> bool {
+    !actions.is_empty() && actions.iter().all(Action::frees_resources)
 }
 
 /// The verb `hub apply` prints for a model's plan.
