@@ -184,4 +184,93 @@ mod tests {
         };
         assert_eq!(render(r#"{"model": "{name}"}"#, &vars), r#"{"model": "a"}"#);
     }
+
+    /// Every engine in `manifests/engines/`, rendered for each of its models on port 47850:
+    /// argv, environment, and the load and unload requests hub would send.
+    #[test]
+    fn example_engines_render_their_commands_and_requests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/engines");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut out = String::new();
+        for file in files {
+            let (_, desired) = crate::config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            out.push_str(&format!(
+                "# {}\n",
+                file.file_name().unwrap().to_string_lossy()
+            ));
+            for (name, spec) in &desired.models {
+                let vars = Vars {
+                    name: name.as_str(),
+                    model_path: &spec.run.model_path,
+                    port: 47850,
+                    host: "127.0.0.1",
+                    hub: "/usr/bin/hub",
+                };
+                out.push_str(&format!("{name}: {}\n", argv(&spec.run, &vars).join(" ")));
+                for (key, value) in &spec.run.engine.env {
+                    out.push_str(&format!("  env {key}={}\n", render(value, &vars)));
+                }
+                out.push_str(&format!(
+                    "  health {}\n",
+                    url(&vars, &spec.run.engine.health.path)
+                ));
+                for (verb, call) in [
+                    ("load", &spec.run.engine.load),
+                    ("unload", &spec.run.engine.unload),
+                ] {
+                    if let Some(call) = call {
+                        let request = Request::new(call, &vars);
+                        let line = format!(
+                            "  {verb} {} {} {}",
+                            request.method.as_str(),
+                            request.url,
+                            request.body.unwrap_or_default()
+                        );
+                        out.push_str(line.trim_end());
+                        out.push('\n');
+                    }
+                }
+                if let Some(stop) = &spec.run.engine.stop_command {
+                    let argv: Vec<String> = stop.iter().map(|t| render(t, &vars)).collect();
+                    out.push_str(&format!("  stop_command {}\n", argv.join(" ")));
+                }
+            }
+        }
+        expect_test::expect![[r##"
+            # llama-router.yaml
+            llama-8b: llama-server --models-dir /models --models-max 1 --no-models-autoload --host 127.0.0.1 --port 47850
+              health http://127.0.0.1:47850/health
+              load POST http://127.0.0.1:47850/models/load {"model": "llama-3.1-8b-instruct-q4_k_m"}
+              unload POST http://127.0.0.1:47850/models/unload {"model": "llama-3.1-8b-instruct-q4_k_m"}
+            mistral-7b: llama-server --models-dir /models --models-max 1 --no-models-autoload --host 127.0.0.1 --port 47850
+              health http://127.0.0.1:47850/health
+              load POST http://127.0.0.1:47850/models/load {"model": "mistral-7b-instruct-v0.3-q4_k_m"}
+              unload POST http://127.0.0.1:47850/models/unload {"model": "mistral-7b-instruct-v0.3-q4_k_m"}
+            # llama-server.yaml
+            nomic-embed: llama-server --model /models/nomic-embed-text-v1.5.Q8_0.gguf --host 127.0.0.1 --port 47850 --embedding
+              health http://127.0.0.1:47850/health
+            qwen-7b: llama-server --model /models/qwen2.5-7b-instruct-q4_k_m.gguf --host 127.0.0.1 --port 47850 --ctx-size 8192 --n-gpu-layers 99
+              health http://127.0.0.1:47850/health
+            # mlx-openai-server.yaml
+            qwen3-8b: mlx-openai-server launch --model-path mlx-community/Qwen3-8B-4bit --host 127.0.0.1 --port 47850 --model-type lm
+              health http://127.0.0.1:47850/health
+            whisper-turbo: mlx-openai-server launch --model-path mlx-community/whisper-large-v3-turbo --host 127.0.0.1 --port 47850 --model-type whisper
+              health http://127.0.0.1:47850/health
+            # vllm.yaml
+            llama-70b: vllm serve meta-llama/Llama-3.1-70B-Instruct --host 127.0.0.1 --port 47850 --enable-sleep-mode --tensor-parallel-size 2 --max-model-len 32768
+              env VLLM_SERVER_DEV_MODE=1
+              health http://127.0.0.1:47850/health
+              load POST http://127.0.0.1:47850/wake_up
+              unload POST http://127.0.0.1:47850/sleep?level=1
+            qwen-coder: docker run --rm --name hub-qwen-coder --gpus all -p 47850:47850 -e VLLM_SERVER_DEV_MODE=1 vllm/vllm-openai:latest --model Qwen/Qwen2.5-Coder-32B-Instruct --port 47850 --enable-sleep-mode
+              health http://127.0.0.1:47850/health
+              load POST http://127.0.0.1:47850/wake_up
+              unload POST http://127.0.0.1:47850/sleep?level=1
+              stop_command docker stop --time 30 hub-qwen-coder
+        "##]].assert_eq(&out);
+    }
 }

@@ -307,68 +307,107 @@ fn is_idle(spec: &ModelSpec, obs: &ModelObserved, now: Time) -> bool {
     obs.memory.in_flight == 0 && unload_at(spec, obs).is_some_and(|at| at <= now)
 }
 
+/// Which wave a job runs in: jobs that only free (stops, unloads) first, then the rest, once
+/// the first wave has ended. So a load never lands in a group before the eviction that makes
+/// room for it.
+pub fn wave(actions: &[Action]) -> u8 {
+    u8::from(!actions.iter().all(Action::frees_resources))
+}
+
 /// Keeps a group within `max_loaded` after the per-model plans: evicts the least recently used
-/// members that are not pinned, and holds back on-demand loads that still do not fit.
+/// members that are not pinned, and holds back loads that still do not fit. A member whose engine
+/// cannot load and unload holds its weights exactly while its worker runs, so for it a start is
+/// the load.
 fn enforce_group_cap(
     desired: &Desired,
     observed: &Observed,
     group: &crate::config::Group,
     plans: &mut BTreeMap<&ModelName, ModelPlan>,
 ) {
+    struct Member<'a> {
+        name: &'a ModelName,
+        obs: &'a ModelObserved,
+        memory_control: bool,
+    }
+    impl Member<'_> {
+        fn holds_now(&self) -> bool {
+            if self.memory_control {
+                matches!(
+                    self.obs.memory.state,
+                    MemoryState::Loaded | MemoryState::Loading
+                )
+            } else {
+                matches!(self.obs.worker.phase, Phase::Ready | Phase::Starting)
+            }
+        }
+
+        fn takes(&self, action: &Action) -> bool {
+            match action {
+                Action::Load => true,
+                Action::Start | Action::Restart { .. } => !self.memory_control,
+                _ => false,
+            }
+        }
+
+        /// Holds weights now or will once the plans so far have run. A restarting member still
+        /// counts: its weights go only when its job runs, which may be after another's load.
+        fn will_hold(&self, plan: &ModelPlan) -> bool {
+            plan.actions.iter().any(|a| self.takes(a))
+                || (self.holds_now() && !plan.actions.iter().any(Action::frees_resources))
+        }
+    }
+
     let idle = ModelObserved::default();
-    let members: Vec<(&ModelName, &ModelObserved)> = group
+    let members: Vec<Member> = group
         .members
         .iter()
-        .filter(|m| {
-            desired
-                .models
-                .get(*m)
-                .is_some_and(|s| s.run.engine.has_memory_control())
+        .filter_map(|name| {
+            let spec = desired.models.get(name)?;
+            Some(Member {
+                name,
+                obs: observed.models.get(name).unwrap_or(&idle),
+                memory_control: spec.run.engine.has_memory_control(),
+            })
         })
-        .map(|m| (m, observed.models.get(m).unwrap_or(&idle)))
         .collect();
-    // Members that hold weights now or will once the plans so far have run. A restarting member
-    // still counts: its weights go only when its job runs, which may be after another's load.
-    let will_hold = |obs: &ModelObserved, plan: &ModelPlan| -> bool {
-        let holds_now = matches!(obs.memory.state, MemoryState::Loaded | MemoryState::Loading);
-        plan.actions.contains(&Action::Load)
-            || (holds_now && !plan.actions.iter().any(Action::frees_resources))
+    let count = |plans: &BTreeMap<&ModelName, ModelPlan>| {
+        members
+            .iter()
+            .filter(|m| m.will_hold(&plans[m.name]))
+            .count()
     };
-    let mut holding = members
-        .iter()
-        .filter(|(name, obs)| will_hold(obs, &plans[name]))
-        .count();
     let cap = group.max_loaded as usize;
+    let mut holding = count(plans);
     if holding <= cap {
         return;
     }
 
-    // Evict: loaded now, not about to (re)load, not busy, not serving a request, not pinned;
-    // least recently used first.
-    let mut evictable: Vec<(&ModelName, &ModelObserved)> = members
+    // Evict: weights loaded now, not about to (re)load, not busy, not serving a request, not
+    // wanted by a pending request, not pinned; least recently used first.
+    let mut evictable: Vec<&Member> = members
         .iter()
-        .filter(|(name, obs)| {
-            let plan = &plans[name];
-            obs.memory.state == MemoryState::Loaded
-                && !obs.busy
-                && obs.memory.in_flight == 0
-                && !obs.load_requested
+        .filter(|m| {
+            let plan = &plans[m.name];
+            m.memory_control
+                && m.obs.memory.state == MemoryState::Loaded
+                && !m.obs.busy
+                && m.obs.memory.in_flight == 0
+                && !m.obs.load_requested
                 && plan.target != DesiredState::Loaded
                 && plan.actions.is_empty()
         })
-        .copied()
         .collect();
-    evictable.sort_by_key(|(name, obs)| {
+    evictable.sort_by_key(|m| {
         (
-            obs.memory.last_activity.or(obs.memory.loaded_at),
-            (*name).clone(),
+            m.obs.memory.last_activity.or(m.obs.memory.loaded_at),
+            m.name.clone(),
         )
     });
-    for (name, _) in evictable {
+    for member in evictable {
         if holding <= cap {
             break;
         }
-        if let Some(plan) = plans.get_mut(name) {
+        if let Some(plan) = plans.get_mut(member.name) {
             plan.actions.push(Action::Unload {
                 why: UnloadReason::Evicted,
             });
@@ -376,34 +415,24 @@ fn enforce_group_cap(
         }
     }
 
-    // Still too many: hold back loads until it fits, first those whose model holds nothing
-    // now (holding back the reload of a restarting model frees nothing), on-demand before pinned.
-    let mut loading: Vec<(&ModelName, &ModelObserved)> = members
+    // Still too many: hold back loads (and, for engines without load/unload, starts), on-demand
+    // before pinned.
+    let mut waiting: Vec<&Member> = members
         .iter()
-        .filter(|(name, _)| plans[name].actions.contains(&Action::Load))
-        .copied()
+        .filter(|m| plans[m.name].actions.iter().any(|a| m.takes(a)))
         .collect();
-    loading.sort_by_key(|(name, obs)| {
-        (
-            obs.memory.state != MemoryState::Unloaded,
-            plans[name].target == DesiredState::Loaded,
-            (*name).clone(),
-        )
-    });
-    for (name, _) in loading {
+    waiting.sort_by_key(|m| (plans[m.name].target == DesiredState::Loaded, m.name.clone()));
+    for member in waiting {
         if holding <= cap {
             break;
         }
-        if let Some(plan) = plans.get_mut(name) {
-            plan.actions.retain(|a| *a != Action::Load);
+        if let Some(plan) = plans.get_mut(member.name) {
+            plan.actions.retain(|a| !member.takes(a));
             plan.waiting = Some(Wait::GroupFull {
                 group: group.name.clone(),
             });
         }
-        holding = members
-            .iter()
-            .filter(|(name, obs)| will_hold(obs, &plans[name]))
-            .count();
+        holding = count(plans);
     }
 }
 

@@ -602,21 +602,40 @@ fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
         }
     }
 
+    // Models that must hold weights: `state: loaded`, and `state: running` on an engine that
+    // cannot unload (its weights are loaded exactly while it runs).
+    let must_hold = |model: &super::file::ModelFile| {
+        let running = model.state == Some(DesiredState::Running)
+            || (model.state.is_none() && model.default == Some(true));
+        let engine = model.engine.as_deref().unwrap_or("builtin");
+        model.state == Some(DesiredState::Loaded)
+            || (running && engines.get(engine).is_some_and(|e| !e.has_memory_control()))
+    };
     for (i, group) in hub.groups.iter().enumerate() {
-        let pinned = hub
-            .models
-            .iter()
-            .filter(|m| m.group.as_deref() == Some(&group.name))
+        let members = || {
+            hub.models
+                .iter()
+                .filter(|m| m.group.as_deref() == Some(&group.name))
+        };
+        let loaded = members()
             .filter(|m| m.state == Some(DesiredState::Loaded))
             .count();
-        if pinned > group.max_loaded as usize && group_index.get(group.name.as_str()) == Some(&i) {
-            problem(
-                format!("/groups/{i}/max_loaded"),
+        let running = members().filter(|m| must_hold(m)).count() - loaded;
+        let max = group.max_loaded as usize;
+        if loaded + running > max && group_index.get(group.name.as_str()) == Some(&i) {
+            let message = if running == 0 {
                 format!(
-                    "group {:?} has {pinned} models with `state: loaded` but `max_loaded` is {}; raise it or set some to `running`",
-                    group.name, group.max_loaded
-                ),
-            );
+                    "group {:?} has {loaded} models with `state: loaded` but `max_loaded` is {max}; raise it or set some to `running`",
+                    group.name
+                )
+            } else {
+                format!(
+                    "group {:?} must hold {} models at once ({loaded} with `state: loaded`, {running} `running` on an engine without load/unload) but `max_loaded` is {max}; raise it or stop some",
+                    group.name,
+                    loaded + running
+                )
+            };
+            problem(format!("/groups/{i}/max_loaded"), message);
         }
     }
 

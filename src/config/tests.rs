@@ -133,3 +133,21 @@ fn the_committed_schema_is_what_the_code_generates() {
         "schemas/hub.schema.json is stale: run `cargo run -- schema > schemas/hub.schema.json`"
     );
 }
+
+#[test]
+fn a_running_model_on_an_engine_without_unload_holds_its_groups_place() {
+    check(
+        "engines:
+  plain: {command: [server, '{port}']}
+models:
+  - {name: a, model_path: a, engine: plain, state: running, group: g}
+  - {name: b, model_path: b, state: loaded, group: g}
+  - {name: c, model_path: c, state: running, group: g}
+groups:
+  - {name: g, max_loaded: 1}
+",
+        expect![[
+            r#"hub.yaml:8:27: groups[0].max_loaded: group "g" must hold 2 models at once (1 with `state: loaded`, 1 `running` on an engine without load/unload) but `max_loaded` is 1; raise it or stop some"#
+        ]],
+    );
+}

@@ -369,23 +369,36 @@ fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
 /// first, then the rest, one action at a time. Panics if a load lands in a full group.
 fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed: u64) {
     use super::Action;
-    let loaded_in = |observed: &Observed, group: &str| {
-        desired.groups[group]
-            .members
-            .iter()
-            .filter(|m| {
-                observed
-                    .models
-                    .get(*m)
-                    .is_some_and(|o| o.memory.state == MemoryState::Loaded)
-            })
-            .count() as u32
+    let holds = |observed: &Observed, name: &ModelName| {
+        let memory_control = desired.models[name].run.engine.has_memory_control();
+        observed.models.get(name).is_some_and(|o| {
+            if memory_control {
+                o.memory.state == MemoryState::Loaded
+            } else {
+                o.worker.phase == Phase::Ready
+            }
+        })
     };
-    let (first, second): (Vec<_>, Vec<_>) = plan
-        .models
-        .iter()
-        .partition(|m| m.actions.iter().all(Action::frees_resources));
-    for model_plan in first.into_iter().chain(second) {
+    let check_room = |observed: &Observed, name: &ModelName| {
+        let Some(group) = desired.models.get(name).and_then(|s| s.group.as_deref()) else {
+            return;
+        };
+        let cap = desired.groups[group].max_loaded;
+        let members = &desired.groups[group].members;
+        let loaded = members.iter().filter(|m| holds(observed, m)).count() as u32;
+        assert!(
+            loaded < cap,
+            "seed {seed}: {name} takes a place in group {group} holding {loaded} of {cap}; plan:\n{}",
+            plan.models
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
+    let mut jobs: Vec<&super::ModelPlan> = plan.models.iter().collect();
+    jobs.sort_by_key(|m| super::wave(&m.actions));
+    for model_plan in jobs {
         let obs = observed.models.entry(model_plan.name.clone()).or_default();
         if model_plan.override_ == super::OverrideChange::Cleared {
             obs.override_ = None;
@@ -395,6 +408,11 @@ fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed:
             let obs = observed.models.get_mut(&model_plan.name).unwrap();
             match action {
                 Action::Start | Action::Restart { .. } => {
+                    if !spec.unwrap().run.engine.has_memory_control() {
+                        obs.worker.phase = Phase::Stopped;
+                        check_room(observed, &model_plan.name);
+                    }
+                    let obs = observed.models.get_mut(&model_plan.name).unwrap();
                     obs.worker.phase = Phase::Ready;
                     obs.worker.crashed = false;
                     obs.worker.run = Some(spec.unwrap().run.clone());
@@ -412,20 +430,7 @@ fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed:
                     obs.unload_requested = false;
                 }
                 Action::Load => {
-                    if let Some(group) = spec.and_then(|s| s.group.as_deref()) {
-                        let cap = desired.groups[group].max_loaded;
-                        let loaded = loaded_in(observed, group);
-                        assert!(
-                            loaded < cap,
-                            "seed {seed}: load of {} into group {group} holding {loaded} of {cap}; plan:\n{}",
-                            model_plan.name,
-                            plan.models
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        );
-                    }
+                    check_room(observed, &model_plan.name);
                     let obs = observed.models.get_mut(&model_plan.name).unwrap();
                     obs.memory.state = MemoryState::Loaded;
                     obs.memory.on_demand = model_plan.target != DesiredState::Loaded;
@@ -479,4 +484,62 @@ fn applying_any_plan_converges_and_never_overfills_a_group() {
             history.join("\n--\n")
         );
     }
+}
+
+#[test]
+fn a_model_serving_a_request_is_not_evicted() {
+    let desired = desired(GROUP);
+    let mut observed = observed(
+        &desired,
+        "alpha ready loaded
+         beta ready loaded on_demand last=-10s
+         gamma ready load_requested",
+    );
+    observed.models.get_mut("beta").unwrap().memory.in_flight = 1;
+    let lines: Vec<String> = plan(&desired, &observed, NOW)
+        .models
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    expect![[r#"
+        = alpha  unchanged
+        = beta  unchanged
+        = gamma  unchanged [group "g" is full]"#]]
+    .assert_eq(&lines.join("\n"));
+}
+
+#[test]
+fn without_load_and_unload_a_start_is_the_load_and_unload_is_a_stop() {
+    let yaml = "
+engines:
+  plain: {command: [server, '{port}']}
+models:
+  - {name: alpha, model_path: a, engine: plain, state: running, group: g}
+  - {name: beta, model_path: b, engine: plain, state: stopped, group: g}
+groups:
+  - {name: g, max_loaded: 1}
+";
+    // Nothing is loaded or unloaded, only started.
+    check(
+        yaml,
+        "",
+        expect![[r#"
+        + alpha  start
+        = beta  unchanged"#]],
+    );
+    // beta started by an override while alpha runs: the group is full, so beta waits.
+    let desired = desired(yaml);
+    let mut observed = observed(&desired, "alpha ready");
+    let beta = ModelName::new("beta").unwrap();
+    observed.models.entry(beta.clone()).or_default().override_ = Some(Override {
+        state: DesiredState::Running,
+        spec: desired.models[&beta].clone(),
+        at: NOW,
+        by: "start",
+    });
+    let plan = plan(&desired, &observed, NOW);
+    assert_eq!(
+        plan.get("beta").unwrap().to_string(),
+        "= beta  unchanged [group \"g\" is full] [override: running]"
+    );
 }

@@ -229,7 +229,8 @@ struct Applied {
 
 struct InFlight {
     task: JoinHandle<()>,
-    frees: bool,
+    /// See `plan::wave`.
+    wave: u8,
     /// The port picked for a start in flight, reserved until the worker reports it.
     port: Option<u16>,
     /// The spec the job works towards; a newer, different one cancels it.
@@ -758,7 +759,7 @@ impl Reconciler {
             waiting: Some(Wait::GroupFull { group }),
             ..
         }) = &model_plan
-            && verb == Verb::Load
+            && matches!(verb, Verb::Load | Verb::Start)
         {
             let max_loaded = self.desired.groups.get(group).map_or(0, |g| g.max_loaded);
             self.observed.models.insert(name, before);
@@ -990,15 +991,24 @@ impl Reconciler {
                 || !matches!(obs.worker.phase, Phase::Stopped)
         });
 
-        let freeing = self.in_flight.values().any(|f| f.frees)
-            || plan.models.iter().any(|m| frees_only(&m.actions));
+        // Only the earliest wave with work runs; see `plan::wave`.
+        let wave = self
+            .in_flight
+            .values()
+            .map(|f| f.wave)
+            .chain(
+                plan.models
+                    .iter()
+                    .filter(|m| !m.actions.is_empty())
+                    .map(|m| plan::wave(&m.actions)),
+            )
+            .min();
         let mut launched = 0;
         for model_plan in plan.models.iter().filter(|m| !m.actions.is_empty()) {
             if self.in_flight.len() >= self.options.max_concurrent {
                 break;
             }
-            let frees = frees_only(&model_plan.actions);
-            if freeing && !frees {
+            if Some(plan::wave(&model_plan.actions)) != wave {
                 continue;
             }
             if launched == 0 {
@@ -1057,7 +1067,7 @@ impl Reconciler {
             name,
             InFlight {
                 task,
-                frees: frees_only(&model_plan.actions),
+                wave: plan::wave(&model_plan.actions),
                 port,
                 spec,
                 cancel,
@@ -1182,12 +1192,6 @@ impl Reconciler {
         let plan = plan::plan(&self.desired, &self.observed, now);
         self.publish(&plan, now);
     }
-}
-
-/// Whether a job only gives ports and memory back. Such jobs run first; jobs that take
-/// anything wait until they are done, so a load never lands in a group before its eviction.
-fn frees_only(actions: &[Action]) -> bool {
-    !actions.is_empty() && actions.iter().all(Action::frees_resources)
 }
 
 /// The verb `hub apply` prints for a model's plan.
