@@ -121,6 +121,9 @@ pub struct MemoryStatus {
     pub loaded_at: Option<String>,
     pub last_activity: Option<String>,
     pub unload_at: Option<String>,
+    /// Requests the worker is serving now, if its engine reports activity.
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +219,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                 loaded_at: time(obs.memory.loaded_at),
                 last_activity: time(obs.memory.last_activity),
                 unload_at: time(spec.and_then(|s| plan::unload_at(s, &obs))),
+                in_flight: obs.memory.in_flight,
             },
             in_sync: model_plan.in_sync() && obs.error.is_none(),
             override_: obs.override_.as_ref().map(|o| OverrideStatus {

@@ -15,7 +15,7 @@ use crate::config::{DEFAULT_HOST, Engine, HttpCall, ModelName, ModelSpec, RunSpe
 use crate::engine::{self, Request, Vars};
 use crate::observed::MemoryState;
 use crate::plan::Action;
-use crate::supervisor::SpawnRequest;
+use crate::supervisor::{ExitInfo, SpawnRequest};
 
 /// How often a starting worker's health is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(25);
@@ -33,7 +33,8 @@ pub enum Update {
     },
     Ready,
     Stopping,
-    Stopped,
+    /// The worker is gone; how it exited, if hub saw it exit.
+    Stopped(Option<ExitInfo>),
     Memory(MemoryState),
     Loaded {
         on_demand: bool,
@@ -160,10 +161,10 @@ async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), St
     let stopped = ctx
         .workers
         .stop(&job.name, engine.stop_timeout, stop_command);
-    if tokio::time::timeout(bound, stopped).await.is_err() {
+    let Ok(exit) = tokio::time::timeout(bound, stopped).await else {
         return Err(anyhow!("the worker did not exit within {bound:?}, even after SIGKILL").into());
-    }
-    send(Update::Stopped);
+    };
+    send(Update::Stopped(exit));
     Ok(())
 }
 
@@ -201,7 +202,8 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
     let ready = wait_ready(job, ctx, &run.engine, url).await;
     if let Err(error) = ready {
         // Never leave a half-started worker behind.
-        ctx.workers
+        let exit = ctx
+            .workers
             .stop(&job.name, run.engine.stop_timeout, None)
             .await;
         return Err(match error {
@@ -209,7 +211,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
                 StepError::Failed(anyhow!("{e:#} (see {})", spawned.log_file.display()))
             }
             StepError::Superseded => {
-                send(Update::Stopped);
+                send(Update::Stopped(exit));
                 StepError::Superseded
             }
         });

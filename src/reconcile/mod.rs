@@ -799,7 +799,11 @@ impl Reconciler {
             }
             Update::Ready => obs.worker.phase = Phase::Ready,
             Update::Stopping => obs.worker.phase = Phase::Stopping,
-            Update::Stopped => {
+            Update::Stopped(exit) => {
+                if let Some(exit) = exit {
+                    obs.worker.exit_code = Some(exit.code_or_signal());
+                    obs.worker.exited_at = Some(now);
+                }
                 obs.worker.phase = Phase::Stopped;
                 obs.worker.pid = None;
                 obs.worker.crashed = false;

@@ -4,3 +4,4 @@
 mod support;
 
 mod e2e;
+mod misbehave;
