@@ -233,4 +233,35 @@ async fn imperative_calls_take_effect_and_are_kept_as_overrides() {
     let (code, body) = hub.post("/hub/models/nope/start", "").await;
     assert_eq!(code, 404);
     assert_eq!(body["error"]["code"], 404);
+
+    // hub diff shows the overrides; a new generation of the file keeps them.
+    let diff = hub.cli(&["diff", "-f", "hub.yaml"]);
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert!(out.contains("= delta  unchanged [override: stopped]"), "{out}");
+    hub.save_config(&format!("{HUB}\n# a comment\n"));
+    wait_until("generation 2 converged", || async {
+        let status = hub.status().await;
+        (status["observed_generation"] == 2 && status["summary"] == "converged").then_some(())
+    })
+    .await;
+    assert_eq!(hub.model("delta").await["worker"]["phase"], "stopped");
+
+    // Editing delta's entry clears its override; --reset-overrides clears gamma's.
+    hub.save_config(&format!(
+        "{}\n# a comment\n",
+        HUB.replace("models/delta.txt", "models/alpha.txt")
+    ));
+    let delta = wait_until("delta running again", || async {
+        let delta = hub.model("delta").await;
+        (delta["worker"]["phase"] == "ready" && delta["in_sync"] == true).then_some(delta)
+    })
+    .await;
+    assert!(delta["override"].is_null());
+    let apply = hub.cli(&["apply", "-f", "hub.yaml", "--reset-overrides", "--wait"]);
+    let out = String::from_utf8_lossy(&apply.stdout);
+    assert!(apply.status.success(), "{out}");
+    assert!(out.contains("model/gamma stopped"), "{out}");
+    let gamma = hub.model("gamma").await;
+    assert!(gamma["override"].is_null());
+    assert_eq!(gamma["worker"]["phase"], "stopped");
 }
