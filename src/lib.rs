@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod observed;
 pub mod plan;
 pub mod reconcile;

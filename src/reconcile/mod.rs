@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::{Desired, DesiredState, ModelName, ModelSpec, Rejection};
 use crate::engine::Probe;
+use crate::events::{HubEvent, Journal};
 use crate::observed::{ActionError, MemoryState, ModelObserved, Observed, Override, Phase, Time};
 use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
@@ -164,6 +165,8 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct Handle {
     pub events: mpsc::UnboundedSender<Event>,
+    /// What happened: the event stream, recent events per model, counters.
+    pub journal: Arc<Journal>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// Asks the watcher to re-read the file now.
     pub reread: Arc<Notify>,
@@ -262,6 +265,7 @@ pub struct Reconciler {
     trigger: &'static str,
     in_flight: HashMap<ModelName, InFlight>,
     probing: HashMap<ModelName, Probing>,
+    journal: Arc<Journal>,
     executor: Arc<execute::Context>,
     publish: watch::Sender<Arc<Snapshot>>,
     reread: Arc<Notify>,
@@ -343,6 +347,7 @@ pub fn start_with(
     });
     let (publish, snapshot) = watch::channel(placeholder);
     let resync_at = Instant::now() + options.resync_every;
+    let journal = Arc::new(Journal::default());
     let reconciler = Reconciler {
         options,
         clock,
@@ -358,6 +363,7 @@ pub fn start_with(
         trigger: "startup",
         in_flight: HashMap::new(),
         probing: HashMap::new(),
+        journal: journal.clone(),
         executor,
         publish,
         reread: reread.clone(),
@@ -367,10 +373,22 @@ pub fn start_with(
     };
     let handle = Handle {
         events: events_tx,
+        journal,
         snapshot,
         reread,
     };
     (reconciler, events_rx, handle)
+}
+
+/// Records an event in the journal.
+fn note(journal: &Journal, now: Time, model: Option<&ModelName>, kind: &str, message: String) {
+    journal.record(HubEvent {
+        time: rfc3339(now),
+        kind: kind.to_string(),
+        model: model.map(ToString::to_string),
+        message,
+        report: None,
+    });
 }
 
 fn config_status(applied: &Applied, rejected: Option<RejectedEdit>) -> ConfigStatus {
@@ -519,6 +537,9 @@ impl Reconciler {
         }
         probing.failures += 1;
         tracing::warn!(model = %name, pid, failures = probing.failures, "health probe failed");
+        self.journal.count(|m| m.health_failures += 1);
+        let message = format!("health probe failed ({} in a row)", probing.failures);
+        note(&self.journal, now, Some(&name), "health", message);
         if probing.failures < HEALTH_FAILURES {
             return false;
         }
@@ -586,6 +607,13 @@ impl Reconciler {
                     return;
                 }
                 tracing::info!(path = %update.path.display(), sha256 = %update.sha256, "applying changed config");
+                self.journal.count(|m| m.config_applied += 1);
+                let message = format!(
+                    "applied {} ({})",
+                    update.path.display(),
+                    &update.sha256[..12]
+                );
+                note(&self.journal, now, None, "config", message);
                 self.applied = Applied {
                     path: update.path.display().to_string(),
                     sha256: update.sha256,
@@ -609,6 +637,9 @@ impl Reconciler {
                     update.path.display(),
                     rejection.problems.len()
                 );
+                self.journal.count(|m| m.config_rejected += 1);
+                let message = format!("rejected an edit: {} problems", rejection.problems.len());
+                note(&self.journal, now, None, "config", message);
                 self.rejected = Some(RejectedEdit {
                     at: rfc3339(now),
                     sha256: update.sha256,
@@ -796,14 +827,25 @@ impl Reconciler {
                 obs.worker.crashed = false;
                 obs.memory = Default::default();
                 obs.unload_requested = false;
+                let message = format!("starting: pid {pid}, port {port}");
+                note(&self.journal, now, Some(&name), "phase", message);
             }
-            Update::Ready => obs.worker.phase = Phase::Ready,
-            Update::Stopping => obs.worker.phase = Phase::Stopping,
+            Update::Ready => {
+                obs.worker.phase = Phase::Ready;
+                note(&self.journal, now, Some(&name), "phase", "ready".into());
+            }
+            Update::Stopping => {
+                obs.worker.phase = Phase::Stopping;
+                note(&self.journal, now, Some(&name), "phase", "stopping".into());
+            }
             Update::Stopped(exit) => {
+                let mut message = "stopped".to_string();
                 if let Some(exit) = exit {
                     obs.worker.exit_code = Some(exit.code_or_signal());
                     obs.worker.exited_at = Some(now);
+                    message = format!("stopped: exit code {}", exit.code_or_signal());
                 }
+                note(&self.journal, now, Some(&name), "phase", message);
                 obs.worker.phase = Phase::Stopped;
                 obs.worker.pid = None;
                 obs.worker.crashed = false;
@@ -812,6 +854,13 @@ impl Reconciler {
             }
             Update::Memory(state) => {
                 obs.memory.state = state;
+                note(
+                    &self.journal,
+                    now,
+                    Some(&name),
+                    "memory",
+                    state.as_str().into(),
+                );
                 if state == MemoryState::Unloaded {
                     obs.memory.loaded_at = None;
                     obs.memory.on_demand = false;
@@ -824,8 +873,16 @@ impl Reconciler {
                 obs.memory.last_activity = Some(now);
                 obs.memory.on_demand = on_demand;
                 obs.load_requested = false;
+                let message = if on_demand {
+                    "loaded on demand"
+                } else {
+                    "loaded"
+                };
+                note(&self.journal, now, Some(&name), "memory", message.into());
             }
             Update::Succeeded(action) => {
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "ok")).or_default() += 1);
                 obs.error = None;
                 obs.next_retry_at = None;
                 if matches!(action, Action::Restart { .. }) {
@@ -847,12 +904,20 @@ impl Reconciler {
             }
             Update::Superseded(action) => {
                 tracing::info!(model = %name, action = action.verb(), "superseded by a newer desired state");
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "superseded")).or_default() += 1);
+                let message = format!("{} superseded by a newer desired state", action.verb());
+                note(&self.journal, now, Some(&name), "action", message);
                 if matches!(action, Action::Load) {
                     obs.load_requested = false;
                 }
             }
             Update::Failed { action, error } => {
                 tracing::warn!(model = %name, action = action.verb(), "{error}");
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "failed")).or_default() += 1);
+                let message = format!("{} failed: {error}", action.verb());
+                note(&self.journal, now, Some(&name), "action", message);
                 match action {
                     Action::Start | Action::Restart { .. } => {
                         obs.worker.phase = Phase::Failed;
@@ -901,6 +966,12 @@ impl Reconciler {
         obs.worker.pid = None;
         obs.worker.crashed = true;
         obs.memory = Default::default();
+        self.journal.count(|m| m.crashes += 1);
+        let message = format!(
+            "exited unexpectedly with code {}",
+            exit.info.code_or_signal()
+        );
+        note(&self.journal, now, Some(&exit.name), "exit", message);
         obs.error = Some(ActionError {
             action: "run",
             message: format!(
@@ -969,6 +1040,21 @@ impl Reconciler {
             failed = report.failed.len(),
             "reconciled"
         );
+        let seconds = report.duration_ms / 1000.0;
+        self.journal.count(|m| {
+            m.reconciles += 1;
+            m.reconcile_seconds += seconds;
+        });
+        self.journal.record(HubEvent {
+            time: report.finished_at.clone().unwrap_or_default(),
+            kind: "reconcile".to_string(),
+            model: None,
+            message: format!(
+                "generation {} reconciled ({}) in {:.1} ms",
+                report.generation, report.trigger, report.duration_ms
+            ),
+            report: Some(report.clone()),
+        });
     }
 
     /// One pass: plan from scratch, launch what may run now, publish.

@@ -237,7 +237,10 @@ async fn imperative_calls_take_effect_and_are_kept_as_overrides() {
     // hub diff shows the overrides; a new generation of the file keeps them.
     let diff = hub.cli(&["diff", "-f", "hub.yaml"]);
     let out = String::from_utf8_lossy(&diff.stdout);
-    assert!(out.contains("= delta  unchanged [override: stopped]"), "{out}");
+    assert!(
+        out.contains("= delta  unchanged [override: stopped]"),
+        "{out}"
+    );
     hub.save_config(&format!("{HUB}\n# a comment\n"));
     wait_until("generation 2 converged", || async {
         let status = hub.status().await;
