@@ -40,6 +40,8 @@ pub struct ModelObserved {
 pub struct Worker {
     pub phase: Phase,
     pub pid: Option<u32>,
+    /// The process's start time in clock ticks after boot; with the pid, its identity.
+    pub start_time: Option<u64>,
     pub port: Option<u16>,
     pub started_at: Option<Time>,
     pub restarts: u32,

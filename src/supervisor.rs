@@ -1,6 +1,8 @@
 //! Worker processes: spawn (no shell, own process group, output to a log file), watch for exit,
-//! stop (SIGTERM, then SIGKILL to the whole group). The only module that creates or signals
-//! processes, and it only ever signals processes it started.
+//! stop (SIGTERM, then SIGKILL to the whole group), and after a daemon restart find and adopt
+//! the workers an earlier daemon started. The only module that creates or signals processes, and
+//! it only ever signals processes it started: every worker carries this hub's owner mark in its
+//! environment, and a process is signalled only while its start time still matches.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -57,8 +59,16 @@ pub struct SpawnRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct Spawned {
     pub pid: u32,
+    /// The process's start time (clock ticks after boot), which tells it from a later process
+    /// that reuses its pid.
+    pub start_time: Option<u64>,
     pub log_file: PathBuf,
 }
+
+/// The environment variable that marks a worker as started by a hub, with the hub's owner id.
+pub const OWNER_VAR: &str = "HUB_OWNER";
+/// The environment variable naming the worker's model.
+pub const MODEL_VAR: &str = "HUB_MODEL";
 
 #[derive(Clone)]
 struct Live {
@@ -71,15 +81,22 @@ struct Live {
 pub struct Supervisor {
     live: Arc<Mutex<HashMap<ModelName, Live>>>,
     exits: mpsc::UnboundedSender<Exit>,
+    owner: Arc<str>,
 }
 
 impl Supervisor {
-    /// `exits` receives every worker exit.
-    pub fn new(exits: mpsc::UnboundedSender<Exit>) -> Supervisor {
+    /// `exits` receives every worker exit. `owner` marks the workers this hub starts (see
+    /// [`owner_id`]), so a later daemon can find them.
+    pub fn new(exits: mpsc::UnboundedSender<Exit>, owner: &str) -> Supervisor {
         Supervisor {
             live: Arc::default(),
             exits,
+            owner: owner.into(),
         }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Starts a worker. It runs in its own process group with stdin closed and stdout and stderr
@@ -110,6 +127,8 @@ impl Supervisor {
         command
             .args(args)
             .envs(request.env.iter().map(|(k, v)| (k, v)))
+            .env(OWNER_VAR, &*self.owner)
+            .env(MODEL_VAR, name.as_str())
             .current_dir(request.cwd)
             .stdin(Stdio::null())
             .stdout(log)
@@ -122,6 +141,7 @@ impl Supervisor {
         let pid = child
             .id()
             .context("the worker exited before it could be watched")?;
+        let start_time = process_start_time(pid);
 
         let (exited_tx, exited_rx) = watch::channel(None);
         self.live.lock().expect("supervisor table lock").insert(
@@ -153,7 +173,52 @@ impl Supervisor {
             exited_tx.send_replace(Some(info));
             let _ = exits.send(Exit { name, pid, info });
         });
-        Ok(Spawned { pid, log_file })
+        Ok(Spawned {
+            pid,
+            start_time,
+            log_file,
+        })
+    }
+
+    /// Takes over a worker an earlier daemon started: the same process (pid and start time),
+    /// leading its own process group. Its exit is watched through a pidfd, since it is not our
+    /// child and cannot be waited for.
+    pub fn adopt(&self, name: &ModelName, pid: u32, start_time: u64) -> anyhow::Result<()> {
+        if process_start_time(pid) != Some(start_time) {
+            bail!("process {pid} is gone, or is another process now");
+        }
+        if process_group(pid) != Some(pid) {
+            bail!("process {pid} does not lead its own process group");
+        }
+        let exit = pidfd::exit_of(pid).context("cannot watch the process")?;
+        let (exited_tx, exited_rx) = watch::channel(None);
+        self.live.lock().expect("supervisor table lock").insert(
+            name.clone(),
+            Live {
+                pid,
+                exited: exited_rx,
+            },
+        );
+        let live = self.live.clone();
+        let exits = self.exits.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            exit.await;
+            // Not our child: its exit status went to whoever reaps it.
+            let info = ExitInfo {
+                code: None,
+                signal: None,
+            };
+            {
+                let mut live = live.lock().expect("supervisor table lock");
+                if live.get(&name).is_some_and(|l| l.pid == pid) {
+                    live.remove(&name);
+                }
+            }
+            exited_tx.send_replace(Some(info));
+            let _ = exits.send(Exit { name, pid, info });
+        });
+        Ok(())
     }
 
     /// The pid of the model's live worker, if any.
@@ -204,6 +269,139 @@ impl Supervisor {
         // Children the worker forked may outlive it in the group; they go too.
         signal_group(pid, Signal::SIGKILL);
         exit
+    }
+}
+
+/// A process that carries this hub's owner mark: a worker an earlier daemon started, or a child
+/// such a worker forked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub pid: u32,
+    pub pgid: u32,
+    pub start_time: u64,
+    pub model: String,
+}
+
+/// Every live process marked with `owner`, found through `/proc`.
+pub fn discover(owner: &str) -> Vec<Found> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mark = format!("{OWNER_VAR}={owner}");
+    let model_prefix = format!("{MODEL_VAR}=");
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if !vars.contains(&mark.as_bytes()) {
+            continue;
+        }
+        let model = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(model_prefix.as_bytes()))
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .unwrap_or_default();
+        let (Some(start_time), Some(pgid)) = (process_start_time(pid), process_group(pid)) else {
+            continue;
+        };
+        if is_zombie(pid) {
+            continue;
+        }
+        found.push(Found {
+            pid,
+            pgid,
+            start_time,
+            model,
+        });
+    }
+    found.sort_by_key(|f| f.pid);
+    found
+}
+
+/// Stops a marked process group that no daemon watches: SIGTERM, then SIGKILL after `timeout`.
+/// Signals go only while the leader is still the process that was found, or, once it is gone, to
+/// what is left of its group (which only marked processes can be in).
+pub async fn stop_found(found: &Found, timeout: Duration) {
+    let alive = || process_start_time(found.pid) == Some(found.start_time) && !is_zombie(found.pid);
+    if alive() {
+        signal_group(found.pgid, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while alive() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    signal_group(found.pgid, Signal::SIGKILL);
+}
+
+/// The owner id of the hub whose log directory is `log_path`: workers started by hubs with
+/// different log directories never mistake each other for their own.
+pub fn owner_id(log_path: &Path) -> String {
+    let path = std::fs::canonicalize(log_path).unwrap_or_else(|_| log_path.to_path_buf());
+    crate::sha256_hex(path.as_os_str().as_encoded_bytes())[..16].to_string()
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; everything after its ')' splits cleanly.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(String::from)
+}
+
+/// When the process started, in clock ticks after boot; `None` if there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+/// The process's group id.
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_field(pid, 5)?.parse().ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state == "Z")
+}
+
+mod pidfd {
+    //! Waiting for a process that is not our child, through a pidfd (Linux 5.3+): it becomes
+    //! readable when the process exits.
+
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    /// A future that resolves when `pid` exits.
+    pub fn exit_of(pid: u32) -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+        let pid = nix::libc::pid_t::try_from(pid)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1; it
+        // reads and writes no memory of ours.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).map_err(|_| std::io::Error::last_os_error())?;
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created for us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an OwnedFd is a valid open descriptor, and the AsyncFd owns it for its whole
+        // life, so it stays open and the same.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(async move {
+            let _ = fd.readable().await;
+        })
     }
 }
 

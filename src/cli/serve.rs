@@ -12,6 +12,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::FileArg;
 use crate::reconcile::{self, Event};
+use crate::supervisor::{self, Supervisor};
+use crate::{recover, statefile};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -32,6 +34,9 @@ pub struct ServeArgs {
     /// At most this many models' actions run at once.
     #[arg(long, default_value_t = 8)]
     max_concurrent: usize,
+    /// The longest wait between retries of a failing model (the backoff doubles up to it).
+    #[arg(long, default_value = "60s", value_parser = super::duration_arg)]
+    max_backoff: Duration,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -73,14 +78,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %path.display(), "hub listening on http://{address}");
 
     let hub_exe = std::env::current_exe().context("cannot find the hub executable")?;
+    let owner = supervisor::owner_id(&settings.log_path);
+    let (exits_tx, exits_rx) = tokio::sync::mpsc::unbounded_channel();
+    let supervisor = Supervisor::new(exits_tx, &owner);
+    let client = crate::engine::client();
+    let recovered = recover::recover(&desired, &supervisor, &client, &settings.log_path).await;
+    for warning in &recovered.warnings {
+        tracing::warn!("{warning}");
+    }
     let options = reconcile::Options {
         config_path: path.clone(),
         hub_exe,
         resync_every: args.resync_every,
         max_concurrent: args.max_concurrent.max(1),
+        state_path: Some(statefile::path(&settings.log_path)),
+        owner,
+        max_backoff: args.max_backoff,
     };
     let sha256 = crate::sha256_hex(text.as_bytes());
-    let (reconciler, events, handle) = reconcile::start(options, desired, text);
+    let workers = Arc::new(reconcile::RealWorkers { supervisor, client });
+    let (reconciler, events, handle) = reconcile::start(
+        options,
+        desired,
+        text,
+        workers,
+        exits_rx,
+        recovered.observed,
+        recovered.warnings,
+    );
     crate::watch::spawn(
         path.clone(),
         sha256,

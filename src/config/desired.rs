@@ -125,7 +125,7 @@ pub struct ModelSpec {
 }
 
 /// What a worker process is started from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSpec {
     pub engine_name: String,
     pub engine: Arc<Engine>,
@@ -137,6 +137,13 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// A digest of everything a worker is started from, recorded in the state file so a later
+    /// daemon can tell whether a running worker still matches hub.yaml.
+    pub fn spec_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a run spec is plain data");
+        crate::sha256_hex(&json)
+    }
+
     /// What differs between the spec a worker runs with and `self`, in words for `hub diff`.
     pub fn changes_from(&self, running: &RunSpec) -> Vec<&'static str> {
         let mut changes = Vec::new();
@@ -162,7 +169,7 @@ impl RunSpec {
 }
 
 /// How to run one kind of model server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Engine {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -206,7 +213,7 @@ impl Engine {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
     pub path: String,
     pub interval: Duration,
@@ -223,7 +230,7 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpCall {
     pub method: HttpMethod,
     pub path: String,

@@ -27,6 +27,7 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 pub enum Update {
     Spawned {
         pid: u32,
+        start_time: Option<u64>,
         port: u16,
         log_file: PathBuf,
         run: RunSpec,
@@ -64,8 +65,8 @@ pub struct Job {
     /// The spec the live worker was started from, for stopping it.
     pub running: Option<RunSpec>,
     pub current_port: Option<u16>,
-    /// The port to start on, picked by the loop.
-    pub port: Option<u16>,
+    /// The port to start on, or why there is none, as the loop picked it.
+    pub port: Option<Result<u16, String>>,
     pub on_demand: bool,
     pub cwd: PathBuf,
     pub log_dir: PathBuf,
@@ -171,9 +172,11 @@ async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), St
 async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
     let spec = job.spec.as_ref().context("the model is not in hub.yaml")?;
     let run = spec.run.clone();
-    let port = job
-        .port
-        .ok_or_else(|| anyhow!("no free port from model_starting_port upwards"))?;
+    let port = match job.port.clone() {
+        Some(Ok(port)) => port,
+        Some(Err(why)) => return Err(anyhow!(why).into()),
+        None => return Err(anyhow!("no port was picked for the worker").into()),
+    };
     let vars = vars(&job.name, &run, port, &ctx.hub_exe);
     let argv = engine::argv(&run, &vars);
     let env: Vec<(String, String)> = run
@@ -194,6 +197,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
     job.current_port = Some(port);
     send(Update::Spawned {
         pid: spawned.pid,
+        start_time: spawned.start_time,
         port,
         log_file: spawned.log_file.clone(),
         run: run.clone(),

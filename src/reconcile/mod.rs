@@ -26,7 +26,7 @@ use crate::observed::{ActionError, MemoryState, ModelObserved, Observed, Overrid
 use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
 use crate::status::{self, ConfigStatus, FailedAction, RejectedEdit, Report, Status};
-use crate::supervisor::{Exit, Supervisor};
+use crate::supervisor::Exit;
 use crate::{rfc3339, sha256_hex};
 
 pub use execute::Update;
@@ -219,6 +219,12 @@ pub struct Options {
     pub hub_exe: PathBuf,
     pub resync_every: Duration,
     pub max_concurrent: usize,
+    /// Where to record the workers for the next daemon to adopt (`None`: nowhere).
+    pub state_path: Option<PathBuf>,
+    /// This hub's owner id, written into the state file.
+    pub owner: String,
+    /// The longest wait between retries of a failing model.
+    pub max_backoff: Duration,
 }
 
 /// The applied config's identity.
@@ -274,31 +280,22 @@ pub struct Reconciler {
     /// Answers to API calls, sent once the pass they caused is published, so a caller that
     /// reads the status next sees its effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
+    /// What the state file last said, so it is written only when that changes.
+    recorded: Option<Vec<crate::statefile::Record>>,
 }
 
-/// Builds the loop around an already validated desired state, with real worker processes.
-/// Returns the loop, to be driven by [`Reconciler::run`], its events, and the handle for
+/// Builds the loop around an already validated desired state. `workers` reach the processes
+/// (`exits` carries their exits); `observed` is what recovery adopted, `warnings` what it found
+/// wrong. Returns the loop, to be driven by [`Reconciler::run`], its events, and the handle for
 /// everyone else.
 pub fn start(
     options: Options,
     desired: Desired,
     text: String,
-) -> (Reconciler, mpsc::UnboundedReceiver<Event>, Handle) {
-    let (exits_tx, exits_rx) = mpsc::unbounded_channel::<Exit>();
-    let workers = RealWorkers {
-        supervisor: Supervisor::new(exits_tx),
-        client: crate::engine::client(),
-    };
-    start_with(options, desired, text, Arc::new(workers), exits_rx)
-}
-
-/// [`start`] with any [`Workers`]; `exits` carries their exits.
-pub fn start_with(
-    options: Options,
-    desired: Desired,
-    text: String,
     workers: Arc<dyn Workers>,
     mut exits: mpsc::UnboundedReceiver<Exit>,
+    observed: Observed,
+    warnings: Vec<String>,
 ) -> (Reconciler, mpsc::UnboundedReceiver<Event>, Handle) {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let forward = events_tx.clone();
@@ -356,7 +353,7 @@ pub fn start_with(
         rejected: None,
         generation: 1,
         observed_generation: 0,
-        observed: Observed::default(),
+        observed,
         backoffs: HashMap::new(),
         report: None,
         episode: None,
@@ -368,8 +365,9 @@ pub fn start_with(
         publish,
         reread: reread.clone(),
         resync_at,
-        warnings: Vec::new(),
+        warnings,
         replies: Vec::new(),
+        recorded: None,
     };
     let handle = Handle {
         events: events_tx,
@@ -378,6 +376,17 @@ pub fn start_with(
         reread,
     };
     (reconciler, events_rx, handle)
+}
+
+/// A model's retry delays.
+fn backoff(
+    backoffs: &mut HashMap<ModelName, Backoff>,
+    name: ModelName,
+    max: Duration,
+) -> &mut Backoff {
+    backoffs
+        .entry(name)
+        .or_insert_with(|| Backoff::new(crate::retry::MIN_DELAY, max))
 }
 
 /// Records an event in the journal.
@@ -553,7 +562,7 @@ impl Reconciler {
             action: "health",
             message: format!("failed {HEALTH_FAILURES} health probes in a row"),
         });
-        let backoff = self.backoffs.entry(name).or_default();
+        let backoff = backoff(&mut self.backoffs, name, self.options.max_backoff);
         obs.next_retry_at = backoff.next().map(|d| now + d);
         self.trigger = "health";
         true
@@ -814,12 +823,14 @@ impl Reconciler {
         match update {
             Update::Spawned {
                 pid,
+                start_time,
                 port,
                 log_file,
                 run,
             } => {
                 obs.worker.phase = Phase::Starting;
                 obs.worker.pid = Some(pid);
+                obs.worker.start_time = start_time;
                 obs.worker.port = Some(port);
                 obs.worker.started_at = Some(now);
                 obs.worker.log_file = Some(log_file);
@@ -848,6 +859,7 @@ impl Reconciler {
                 note(&self.journal, now, Some(&name), "phase", message);
                 obs.worker.phase = Phase::Stopped;
                 obs.worker.pid = None;
+                obs.worker.start_time = None;
                 obs.worker.crashed = false;
                 obs.memory = Default::default();
                 obs.unload_requested = false;
@@ -922,6 +934,7 @@ impl Reconciler {
                     Action::Start | Action::Restart { .. } => {
                         obs.worker.phase = Phase::Failed;
                         obs.worker.pid = None;
+                        obs.worker.start_time = None;
                         if matches!(action, Action::Restart { .. }) {
                             obs.worker.restarts += 1;
                         }
@@ -934,7 +947,8 @@ impl Reconciler {
                     action: action.verb(),
                     message: error.clone(),
                 });
-                let delay = self.backoffs.entry(name.clone()).or_default().next();
+                let delay =
+                    backoff(&mut self.backoffs, name.clone(), self.options.max_backoff).next();
                 obs.next_retry_at = delay.map(|d| now + d);
                 if let Some(report) = &mut self.report {
                     report.failed.push(FailedAction {
@@ -964,6 +978,7 @@ impl Reconciler {
         tracing::warn!(model = %exit.name, pid = exit.pid, code = ?exit.info.code, signal = ?exit.info.signal, "worker exited unexpectedly");
         obs.worker.phase = Phase::Failed;
         obs.worker.pid = None;
+        obs.worker.start_time = None;
         obs.worker.crashed = true;
         obs.memory = Default::default();
         self.journal.count(|m| m.crashes += 1);
@@ -979,7 +994,11 @@ impl Reconciler {
                 exit.info.code_or_signal()
             ),
         });
-        let backoff = self.backoffs.entry(exit.name.clone()).or_default();
+        let backoff = backoff(
+            &mut self.backoffs,
+            exit.name.clone(),
+            self.options.max_backoff,
+        );
         if uptime.is_some_and(|u| u >= STABLE_AFTER) {
             backoff.reset();
         }
@@ -1133,7 +1152,7 @@ impl Reconciler {
             .iter()
             .any(|a| matches!(a, Action::Start | Action::Restart { .. }));
         let port = match &spec {
-            Some(spec) if starts => self.pick_port(spec),
+            Some(spec) if starts => Some(self.pick_port(spec)),
             _ => None,
         };
         let obs = self.observed.models.entry(name.clone()).or_default();
@@ -1145,7 +1164,7 @@ impl Reconciler {
             spec,
             running: obs.worker.run.clone(),
             current_port: obs.worker.port,
-            port,
+            port: port.clone(),
             on_demand: model_plan.target != DesiredState::Loaded,
             cwd: self.desired.settings.config_dir.clone(),
             log_dir: self.desired.settings.log_path.clone(),
@@ -1158,16 +1177,31 @@ impl Reconciler {
             InFlight {
                 task,
                 wave: plan::wave(&model_plan.actions),
-                port,
+                port: port.and_then(Result::ok),
                 spec,
                 cancel,
             },
         );
     }
 
-    /// A port for a worker about to start: its fixed port, else the one it had, else the first
-    /// free one from `model_starting_port` that no other worker, fixed port or the API holds.
-    fn pick_port(&self, spec: &ModelSpec) -> Option<u16> {
+    /// A port for a worker about to start: its fixed port (free, or held by its own worker that
+    /// the restart stops first), else the one it had, else the first free one from
+    /// `model_starting_port` that no other worker, fixed port or the API holds.
+    fn pick_port(&self, spec: &ModelSpec) -> Result<u16, String> {
+        let own = self
+            .observed
+            .models
+            .get(&spec.name)
+            .filter(|o| o.worker.pid.is_some())
+            .and_then(|o| o.worker.port);
+        if let Some(port) = spec.run.port {
+            if own == Some(port) || crate::supervisor::port_is_free(port) {
+                return Ok(port);
+            }
+            return Err(format!(
+                "port {port} is in use by another process; free it or change `port` in hub.yaml"
+            ));
+        }
         let live_ports = self
             .observed
             .models
@@ -1191,11 +1225,9 @@ impl Reconciler {
             .models
             .get(&spec.name)
             .and_then(|o| o.worker.port);
-        crate::supervisor::pick_port(
-            spec.run.port.or(previous),
-            self.desired.settings.model_starting_port,
-            &taken,
-        )
+        let start = self.desired.settings.model_starting_port;
+        crate::supervisor::pick_port(previous, start, &taken)
+            .ok_or_else(|| format!("no free port from model_starting_port {start} upwards"))
     }
 
     fn publish(&mut self, plan: &Plan, now: Time) {
@@ -1211,6 +1243,7 @@ impl Reconciler {
             warnings: self.warnings.clone(),
         });
         let json = Bytes::from(serde_json::to_vec(&status).expect("status is plain data"));
+        self.record_workers();
         self.publish.send_replace(Arc::new(Snapshot {
             status,
             json,
@@ -1219,6 +1252,30 @@ impl Reconciler {
             applied_text: self.applied.text.clone(),
             generation: self.generation,
         }));
+    }
+
+    /// Writes the state file when the set of workers (or what is known of them) changed.
+    fn record_workers(&mut self) {
+        let Some(path) = &self.options.state_path else {
+            return;
+        };
+        let records = crate::recover::records(&self.observed);
+        if self.recorded.as_ref() == Some(&records) {
+            return;
+        }
+        let state = crate::statefile::StateFile {
+            version: crate::statefile::VERSION,
+            owner: self.options.owner.clone(),
+            workers: records.clone(),
+        };
+        match crate::statefile::write(path, &state) {
+            Ok(()) => self.recorded = Some(records),
+            Err(e) => {
+                // The marks on the workers still let the next daemon find them; only adoption
+                // (instead of a restart) is at stake.
+                tracing::warn!("cannot write the state file {}: {e}", path.display());
+            }
+        }
     }
 
     /// When a model's retry or idle unload falls due, if it has one.

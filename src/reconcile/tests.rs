@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::{BoxFuture, ConfigUpdate, Event, Handle, Options, Verb, Workers, start_with};
+use super::{BoxFuture, ConfigUpdate, Event, Handle, Options, Verb, Workers};
 use crate::config::{self, ModelName};
 use crate::engine::{Activity, Probe, Request};
 use crate::status::ModelStatus;
@@ -121,6 +121,7 @@ impl Workers for FakeWorkers {
         self.record(&mut state, format!("spawn {}", request.name));
         Ok(Spawned {
             pid,
+            start_time: Some(u64::from(pid)),
             log_file: PathBuf::from(format!("{}.log", request.name)),
         })
     }
@@ -233,7 +234,7 @@ engines:
 ";
 
 /// A loop over fake workers, its handle, and the fakes.
-async fn start(yaml: &str) -> (Handle, Arc<FakeWorkers>) {
+async fn start_fake(yaml: &str) -> (Handle, Arc<FakeWorkers>) {
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let fake = Arc::new(FakeWorkers {
         state: Mutex::default(),
@@ -247,8 +248,19 @@ async fn start(yaml: &str) -> (Handle, Arc<FakeWorkers>) {
         hub_exe: PathBuf::from("hub"),
         resync_every: Duration::from_secs(3600),
         max_concurrent: 8,
+        state_path: None,
+        owner: "test".into(),
+        max_backoff: crate::retry::MAX_DELAY,
     };
-    let (reconciler, events, handle) = start_with(options, desired, text, fake.clone(), exits_rx);
+    let (reconciler, events, handle) = super::start(
+        options,
+        desired,
+        text,
+        fake.clone(),
+        exits_rx,
+        Default::default(),
+        Vec::new(),
+    );
     tokio::spawn(reconciler.run(events));
     (handle, fake)
 }
@@ -292,7 +304,8 @@ async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_never_becomes_healthy_times_out_is_stopped_and_backs_off() {
     let (handle, fake) =
-        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
+            .await;
     until("a failed start", Duration::from_secs(10), || {
         model(&handle, "alpha").error.is_some()
     })
@@ -317,7 +330,8 @@ async fn a_worker_that_never_becomes_healthy_times_out_is_stopped_and_backs_off(
 #[tokio::test(start_paused = true)]
 async fn retries_back_off_exponentially_and_reset_after_a_stable_run() {
     let (handle, fake) =
-        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
+            .await;
     until("five attempts", Duration::from_secs(120), || {
         fake.times("spawn alpha").len() >= 5
     })
@@ -370,7 +384,8 @@ async fn retries_back_off_exponentially_and_reset_after_a_stable_run() {
 #[tokio::test(start_paused = true)]
 async fn a_crash_loop_backs_off_instead_of_spinning() {
     let (handle, fake) =
-        start("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n").await;
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
+            .await;
     fake.behave(
         "alpha",
         Behaviour {
@@ -412,7 +427,7 @@ async fn a_crash_loop_backs_off_instead_of_spinning() {
 #[tokio::test(start_paused = true)]
 async fn a_newer_desired_state_supersedes_a_slow_start() {
     let models = "models:\n  - {name: alpha, model_path: old, engine: fake, state: running}\n";
-    let (handle, fake) = start(models).await;
+    let (handle, fake) = start_fake(models).await;
     fake.behave(
         "alpha",
         Behaviour {
@@ -452,7 +467,7 @@ async fn a_newer_desired_state_supersedes_a_slow_start() {
 
 #[tokio::test(start_paused = true)]
 async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_use() {
-    let (handle, fake) = start(
+    let (handle, fake) = start_fake(
         "models:\n  - {name: alpha, model_path: a, engine: fake, state: running, idle_unload_after: 60s}\n",
     )
     .await;
@@ -520,7 +535,7 @@ async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_us
 #[tokio::test(start_paused = true)]
 async fn a_stop_that_never_finishes_is_reported_not_waited_for() {
     let models = "models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n";
-    let (handle, fake) = start(models).await;
+    let (handle, fake) = start_fake(models).await;
     fake.behave(
         "alpha",
         Behaviour {
