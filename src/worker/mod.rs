@@ -86,10 +86,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(delay) = args.start_delay {
-        eprintln!("worker: starting slowly ({delay:?})");
-        tokio::time::sleep(delay).await;
-    }
+    // The crash timer runs from process start, so a crash can come during a slow start.
     if let Some(after) = args.crash_after {
         let code = args.exit_code;
         tokio::spawn(async move {
@@ -97,6 +94,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             eprintln!("worker: crashing with exit code {code} as told");
             std::process::exit(code);
         });
+    }
+    if let Some(delay) = args.start_delay {
+        eprintln!("worker: starting slowly ({delay:?})");
+        tokio::time::sleep(delay).await;
     }
     let _child = if args.fork_child {
         Some(

@@ -20,12 +20,19 @@ pub struct TempHub {
     daemon: Option<Child>,
     http: reqwest::Client,
     starting_port: u16,
+    /// Extra `hub serve` arguments, kept for restarts.
+    serve_args: Vec<String>,
 }
 
 impl TempHub {
     /// Writes `models/<name>.txt` for every `model_path: models/<name>.txt` and `hub.yaml`
     /// (with `{log_path}` and `{starting_port}` filled in), then starts the daemon.
     pub async fn start(yaml: &str) -> TempHub {
+        TempHub::start_with(yaml, &[]).await
+    }
+
+    /// [`TempHub::start`] with extra `hub serve` arguments.
+    pub async fn start_with(yaml: &str, serve_args: &[&str]) -> TempHub {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
         for i in 0..8 {
@@ -45,17 +52,23 @@ impl TempHub {
             daemon: None,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             starting_port: free_port(),
+            serve_args: serve_args.iter().map(ToString::to_string).collect(),
         };
         hub.write_config(yaml);
         hub.spawn_daemon().await
     }
 
     async fn spawn_daemon(mut self) -> TempHub {
-        let stderr = std::fs::File::create(self.dir.path().join("daemon.stderr")).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.stderr"))
+            .unwrap();
         let mut child = Command::new(hub_bin())
             .args(["serve", "-f"])
             .arg(self.config())
             .args(["--port", "0", "--resync-every", "2s"])
+            .args(&self.serve_args)
             .env("RUST_LOG", "hub=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -181,6 +194,21 @@ impl TempHub {
         }
     }
 
+    /// Kills the daemon with SIGKILL, leaving its workers running, as a crash would.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("a running daemon");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts a new daemon over the same directory (after [`TempHub::kill_daemon`] or
+    /// [`TempHub::shutdown`]).
+    pub async fn restart(mut self) -> TempHub {
+        assert!(self.daemon.is_none(), "the old daemon still runs");
+        self.url.clear();
+        self.spawn_daemon().await
+    }
+
     /// Processes whose working directory is this hub's directory: its workers.
     pub fn workers(&self) -> Vec<u32> {
         processes_in(self.dir.path())
@@ -296,4 +324,9 @@ pub fn names(value: &Value) -> Vec<&str> {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect()
+}
+
+/// Lowercase hex SHA-256 of a text, as `config.sha256` shows it.
+pub fn sha256(text: &str) -> String {
+    hub::sha256_hex(text.as_bytes())
 }
