@@ -36,6 +36,29 @@ pub struct ModelObserved {
     pub failures: u32,
 }
 
+impl ModelObserved {
+    /// A model whose worker runs `run` and is ready, holding its weights or not.
+    pub fn ready(run: RunSpec, loaded: bool) -> ModelObserved {
+        ModelObserved {
+            worker: Worker {
+                phase: Phase::Ready,
+                port: run.port,
+                run: Some(run),
+                ..Worker::default()
+            },
+            memory: Memory {
+                state: if loaded {
+                    MemoryState::Loaded
+                } else {
+                    MemoryState::Unloaded
+                },
+                ..Memory::default()
+            },
+            ..ModelObserved::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Worker {
     pub phase: Phase,

@@ -439,33 +439,14 @@ fn enforce_group_cap(
 /// The observed state as it would be once `desired` has converged: what `hub diff --against`
 /// plans against, and what tests use as a settled machine.
 pub fn converged(desired: &Desired) -> Observed {
-    use crate::observed::{Memory, Worker};
     let mut observed = Observed::default();
     for (name, spec) in &desired.models {
         if spec.state == DesiredState::Stopped {
             continue;
         }
         let loaded = spec.state == DesiredState::Loaded && spec.run.engine.has_memory_control();
-        observed.models.insert(
-            name.clone(),
-            ModelObserved {
-                worker: Worker {
-                    phase: Phase::Ready,
-                    port: spec.run.port,
-                    run: Some(spec.run.clone()),
-                    ..Worker::default()
-                },
-                memory: Memory {
-                    state: if loaded {
-                        MemoryState::Loaded
-                    } else {
-                        MemoryState::Unloaded
-                    },
-                    ..Memory::default()
-                },
-                ..ModelObserved::default()
-            },
-        );
+        let obs = ModelObserved::ready(spec.run.clone(), loaded);
+        observed.models.insert(name.clone(), obs);
     }
     observed
 }

@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::{DEFAULT_HOST, Desired, DesiredState, ModelName};
 use crate::engine::{self, Vars};
-use crate::observed::{Memory, MemoryState, ModelObserved, Observed, Phase, Worker};
+use crate::observed::{MemoryState, ModelObserved, Observed};
 use crate::statefile::{self, Record};
 use crate::supervisor::{self, Found, Supervisor};
 
@@ -158,30 +158,16 @@ fn observed(desired: &Desired, name: &ModelName, record: &Record) -> ModelObserv
     };
     let started_at = parse(&record.started_at);
     let loaded = record.loaded && spec.run.engine.has_memory_control();
-    ModelObserved {
-        worker: Worker {
-            phase: Phase::Ready,
-            pid: Some(record.pid),
-            start_time: Some(record.start_time),
-            port: Some(record.port),
-            started_at,
-            restarts: record.restarts,
-            log_file: record.log_file.as_ref().map(Into::into),
-            run: Some(spec.run.clone()),
-            ..Worker::default()
-        },
-        memory: Memory {
-            state: if loaded {
-                MemoryState::Loaded
-            } else {
-                MemoryState::Unloaded
-            },
-            loaded_at: started_at.filter(|_| loaded),
-            on_demand: loaded && record.on_demand,
-            ..Memory::default()
-        },
-        ..ModelObserved::default()
-    }
+    let mut obs = ModelObserved::ready(spec.run.clone(), loaded);
+    obs.worker.pid = Some(record.pid);
+    obs.worker.start_time = Some(record.start_time);
+    obs.worker.port = Some(record.port);
+    obs.worker.started_at = started_at;
+    obs.worker.restarts = record.restarts;
+    obs.worker.log_file = record.log_file.as_ref().map(Into::into);
+    obs.memory.loaded_at = started_at.filter(|_| loaded);
+    obs.memory.on_demand = loaded && record.on_demand;
+    obs
 }
 
 /// The state file's view of the observed state: every live worker with a known identity.

@@ -143,18 +143,8 @@ impl Supervisor {
             .context("the worker exited before it could be watched")?;
         let start_time = process_start_time(pid);
 
-        let (exited_tx, exited_rx) = watch::channel(None);
-        self.live.lock().expect("supervisor table lock").insert(
-            name.clone(),
-            Live {
-                pid,
-                exited: exited_rx,
-            },
-        );
-        let live = self.live.clone();
-        let exits = self.exits.clone();
-        tokio::spawn(async move {
-            let info = match child.wait().await {
+        self.watch_exit(name, pid, async move {
+            match child.wait().await {
                 Ok(status) => ExitInfo {
                     code: status.code(),
                     signal: status.signal(),
@@ -163,15 +153,7 @@ impl Supervisor {
                     code: None,
                     signal: None,
                 },
-            };
-            {
-                let mut live = live.lock().expect("supervisor table lock");
-                if live.get(&name).is_some_and(|l| l.pid == pid) {
-                    live.remove(&name);
-                }
             }
-            exited_tx.send_replace(Some(info));
-            let _ = exits.send(Exit { name, pid, info });
         });
         Ok(Spawned {
             pid,
@@ -191,6 +173,25 @@ impl Supervisor {
             bail!("process {pid} does not lead its own process group");
         }
         let exit = pidfd::exit_of(pid).context("cannot watch the process")?;
+        self.watch_exit(name.clone(), pid, async move {
+            exit.await;
+            // Not our child: its exit status went to whoever reaps it.
+            ExitInfo {
+                code: None,
+                signal: None,
+            }
+        });
+        Ok(())
+    }
+
+    /// Registers a live worker and, when `exited` resolves, takes it out of the table, wakes
+    /// whoever waits for it, and reports the exit.
+    fn watch_exit(
+        &self,
+        name: ModelName,
+        pid: u32,
+        exited: impl Future<Output = ExitInfo> + Send + 'static,
+    ) {
         let (exited_tx, exited_rx) = watch::channel(None);
         self.live.lock().expect("supervisor table lock").insert(
             name.clone(),
@@ -201,14 +202,8 @@ impl Supervisor {
         );
         let live = self.live.clone();
         let exits = self.exits.clone();
-        let name = name.clone();
         tokio::spawn(async move {
-            exit.await;
-            // Not our child: its exit status went to whoever reaps it.
-            let info = ExitInfo {
-                code: None,
-                signal: None,
-            };
+            let info = exited.await;
             {
                 let mut live = live.lock().expect("supervisor table lock");
                 if live.get(&name).is_some_and(|l| l.pid == pid) {
@@ -218,7 +213,6 @@ impl Supervisor {
             exited_tx.send_replace(Some(info));
             let _ = exits.send(Exit { name, pid, info });
         });
-        Ok(())
     }
 
     /// The pid of the model's live worker, if any.

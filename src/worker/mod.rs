@@ -169,6 +169,17 @@ impl Worker {
         )
     }
 
+    /// Starts serving a completion: the weights, and the guard that counts the request; or the
+    /// answer for a model that is not loaded.
+    async fn begin(self: &Arc<Self>) -> Result<(Arc<Vec<u8>>, Serving), Response> {
+        let weights = self.weights().ok_or_else(|| self.not_loaded())?;
+        let serving = self.serving();
+        if let Some(delay) = self.args.request_delay {
+            tokio::time::sleep(delay).await;
+        }
+        Ok((weights, serving))
+    }
+
     /// Counts a request as served from now until the guard drops.
     fn serving(self: &Arc<Self>) -> Serving {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -289,13 +300,10 @@ async fn chat_completions(
     State(worker): State<Arc<Worker>>,
     Json(request): Json<ChatRequest>,
 ) -> Response {
-    let Some(weights) = worker.weights() else {
-        return worker.not_loaded();
+    let (weights, _serving) = match worker.begin().await {
+        Ok(begun) => begun,
+        Err(response) => return response,
     };
-    let _serving = worker.serving();
-    if let Some(delay) = worker.args.request_delay {
-        tokio::time::sleep(delay).await;
-    }
     let prompt: String = request
         .messages
         .iter()
@@ -331,13 +339,10 @@ async fn completions(
     State(worker): State<Arc<Worker>>,
     Json(request): Json<CompletionRequest>,
 ) -> Response {
-    let Some(weights) = worker.weights() else {
-        return worker.not_loaded();
+    let (weights, _serving) = match worker.begin().await {
+        Ok(begun) => begun,
+        Err(response) => return response,
     };
-    let _serving = worker.serving();
-    if let Some(delay) = worker.args.request_delay {
-        tokio::time::sleep(delay).await;
-    }
     let prompt = value_text(&request.prompt);
     let words = generate(&weights, &prompt, request.max_tokens.unwrap_or(16));
     let id = format!("cmpl-{:016x}", fnv1a(prompt.as_bytes()));
