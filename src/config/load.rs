@@ -128,15 +128,26 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
         file: file.to_string(),
         problems,
     };
-    let value: Value = match serde_yaml::from_str(text) {
+    // Through serde_yaml's own Value first: it refuses duplicate keys, which a JSON map would
+    // silently collapse, and bounds how far aliases may expand.
+    let value = serde_yaml::from_str::<serde_yaml::Value>(text).and_then(|yaml| {
+        serde_json::to_value(yaml).map_err(|e| {
+            <serde_yaml::Error as serde::de::Error>::custom(format!("{e} (keys must be strings)"))
+        })
+    });
+    let value: Value = match value {
         Ok(value) => value,
         Err(e) => {
-            let location = e.location();
+            let message = yaml_message(&e);
+            // serde_yaml points a duplicate key at its mapping; point at the second key instead.
+            let location = duplicate_key_of(&message)
+                .and_then(|key| locate::second_key(text, key))
+                .or_else(|| e.location().map(|l| (l.line(), l.column())));
             return Err(reject(vec![Problem {
                 path: String::new(),
-                line: location.as_ref().map(|l| l.line()),
-                column: location.as_ref().map(|l| l.column()),
-                message: format!("invalid YAML: {}", yaml_message(&e)),
+                line: location.map(|l| l.0),
+                column: location.map(|l| l.1),
+                message: format!("invalid YAML: {message}"),
                 at_key: false,
             }]));
         }
@@ -195,11 +206,23 @@ fn validator() -> &'static jsonschema::Validator {
 }
 
 /// serde_yaml's messages end with " at line N column M", which we print separately.
+/// The key of serde_yaml's `duplicate entry with key "name"` message.
+fn duplicate_key_of(message: &str) -> Option<&str> {
+    let start = message.find("duplicate entry with key \"")? + "duplicate entry with key \"".len();
+    message[start..].strip_suffix('"')
+}
+
 fn yaml_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
-    match text.find(" at line ") {
+    let text = match text.find(" at line ") {
         Some(i) => text[..i].to_string(),
         None => text,
+    };
+    match text.as_str() {
+        "repetition limit exceeded" | "recursion limit exceeded" => format!(
+            "{text}: aliases or nesting expand too far (a YAML alias bomb?); write the values out"
+        ),
+        _ => text,
     }
 }
 

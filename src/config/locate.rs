@@ -51,6 +51,53 @@ fn find(root: &MarkedYaml, path: &str, at_key: bool) -> Option<(usize, usize)> {
     }
 }
 
+/// Where a mapping repeats `key` (a duplicate key): the 1-based line and column of its second
+/// appearance. Walks parser events only, so aliases are never expanded.
+pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    use saphyr_parser::{Event, Parser};
+    /// A mapping being read: its keys so far, and whether the next node is a key.
+    struct Mapping<'a> {
+        keys: Vec<std::borrow::Cow<'a, str>>,
+        at_key: bool,
+    }
+    // `None` stands for a sequence.
+    let mut stack: Vec<Option<Mapping>> = Vec::new();
+    // After a node, the enclosing mapping alternates between key and value.
+    fn node_done(stack: &mut [Option<Mapping>]) {
+        if let Some(Some(mapping)) = stack.last_mut() {
+            mapping.at_key = !mapping.at_key;
+        }
+    }
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.ok()?;
+        match event {
+            Event::MappingStart(..) => stack.push(Some(Mapping {
+                keys: Vec::new(),
+                at_key: true,
+            })),
+            Event::SequenceStart(..) => stack.push(None),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                node_done(&mut stack);
+            }
+            Event::Scalar(value, ..) => {
+                if let Some(Some(mapping)) = stack.last_mut()
+                    && mapping.at_key
+                {
+                    if value == key && mapping.keys.contains(&value) {
+                        return Some((span.start.line(), span.start.col() + 1));
+                    }
+                    mapping.keys.push(value);
+                }
+                node_done(&mut stack);
+            }
+            Event::Alias(_) => node_done(&mut stack),
+            _ => {}
+        }
+    }
+    None
+}
+
 enum Step<'a> {
     Key(&'a str),
     Index(usize),
