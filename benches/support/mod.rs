@@ -129,3 +129,20 @@ pub fn row(part: &str, figure: &str, value: &str, target: &str, result: &str) {
         let _ = writeln!(file, "{line}");
     }
 }
+
+/// Rows measured now but shown later, so the table reads in order.
+#[derive(Default)]
+pub struct Rows(Vec<[String; 5]>);
+
+impl Rows {
+    pub fn add(&mut self, part: &str, figure: &str, value: &str, target: &str, result: &str) {
+        self.0
+            .push([part, figure, value, target, result].map(str::to_string));
+    }
+
+    pub fn emit(self) {
+        for [part, figure, value, target, result] in self.0 {
+            row(&part, &figure, &value, &target, &result);
+        }
+    }
+}
