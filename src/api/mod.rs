@@ -33,6 +33,7 @@ pub use config::{
     text_diff,
 };
 pub use error::{ApiError, Envelope, ErrorBody, ProblemSchema};
+pub use events::LAGGED as LAGGED_EVENT;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
