@@ -245,13 +245,15 @@ pub struct Accepted {
     pub status: String,
 }
 
-/// Re-reads the watched hub.yaml now (as a save would).
+/// Re-reads the watched hub.yaml now and makes it the desired state: a valid file that differs
+/// from what is applied (a later `hub apply`, or an edit whose event was lost) is applied, an
+/// invalid one is shown as rejected.
 #[utoipa::path(
     post,
     path = "/hub/reload",
     tag = "write",
     responses(
-        (status = 202, description = "The watcher re-reads the file", body = Accepted),
+        (status = 202, description = "The file was read and handed to the reconcile loop", body = Accepted),
         (status = 503, description = "The daemon is shutting down", body = Envelope),
     ),
     security(("bearer" = []))
@@ -260,7 +262,10 @@ pub(super) async fn reload(State(state): State<AppState>) -> Result<impl IntoRes
     if !state.loop_alive() {
         return Err(ApiError::shutting_down());
     }
-    state.hub.reread.notify_one();
+    // The applied config's path is always the watched file's (an apply keeps it).
+    let path = std::path::PathBuf::from(&state.hub.snapshot().status.config.path);
+    let update = crate::watch::read(&path).await;
+    send(&state, Event::Config(update))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {

@@ -79,7 +79,9 @@ impl ApiError {
 
     /// The loop has ended (or is ending): nothing can be changed any more.
     pub fn shutting_down() -> ApiError {
-        ApiError::unavailable("hub is shutting down; start it again with `hub serve` or `hub start`")
+        ApiError::unavailable(
+            "hub is shutting down; start it again with `hub serve` or `hub start`",
+        )
     }
 
     pub fn unknown_model(name: &str) -> ApiError {
@@ -105,6 +107,9 @@ impl From<Rejection> for ApiError {
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> ApiError {
+        if let CommandError::UnknownModel(name) = &error {
+            return ApiError::unknown_model(name);
+        }
         let (status, kind) = match &error {
             CommandError::UnknownModel(_) => (StatusCode::NOT_FOUND, "not_found"),
             CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -158,10 +163,7 @@ fn message_of(status: StatusCode, text: &str) -> String {
             "request body too large: the limit is {} bytes",
             crate::config::MAX_FILE_BYTES
         ),
-        _ if text.trim().is_empty() => status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_lowercase(),
+        _ if text.trim().is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
         _ => text.trim().to_string(),
     }
 }
@@ -193,4 +195,3 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
     }
     rewritten
 }
-

@@ -83,7 +83,10 @@ pub(super) async fn logs(
     })?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::HeaderName::from_static(LOG_OFFSET_HEADER),
                 offset.to_string(),

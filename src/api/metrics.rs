@@ -32,7 +32,10 @@ const RESULTS: [&str; 3] = ["ok", "failed", "superseded"];
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let text = render(&state.hub.journal.metrics(), &state.hub.snapshot().status);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -29,8 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::{
-    AppliedModel, ApplyResponse, PlanReply, PlannedModel, ShutdownReply, planned_models,
-    text_diff,
+    AppliedModel, ApplyResponse, PlanReply, PlannedModel, ShutdownReply, planned_models, text_diff,
 };
 pub use error::{ApiError, Envelope, ErrorBody, ProblemSchema};
 pub use events::LAGGED as LAGGED_EVENT;

@@ -91,7 +91,10 @@ impl Client {
         self.checked(http.get(self.url(path)).query(query)).await
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let response = self.checked(request).await?;
         let bytes = response.bytes().await.context("cannot read hub's answer")?;
         serde_json::from_slice(&bytes).context("cannot parse hub's answer")

@@ -187,9 +187,8 @@ fn alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) if Path::new("/proc/self/stat").exists() => false,
         // No procfs: ask the kernel whether the pid exists.
-        Err(_) => i32::try_from(pid).is_ok_and(|pid| {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-        }),
+        Err(_) => i32::try_from(pid)
+            .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()),
     }
 }
 

@@ -5,8 +5,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::FileArg;
 use super::client::Client;
 use super::render;
@@ -57,7 +55,10 @@ pub async fn run(args: DiffArgs, url: Option<String>) -> anyhow::Result<ExitCode
             let paint = render::Paint(
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             );
-            print!("{}", render::diff_text(&reply, args.against.is_some(), paint));
+            print!(
+                "{}",
+                render::diff_text(&reply, args.against.is_some(), paint)
+            );
         }
     }
     Ok(if reply.changed {
@@ -108,7 +109,5 @@ fn offline_plan(
 
 /// Reads FILE for commands that send it to the daemon.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
-    load_or_print(path)
-        .map(|(text, _)| text)
-        .with_context(|| format!("cannot use {}", path.display()))
+    load_or_print(path).map(|(text, _)| text)
 }

@@ -47,7 +47,11 @@ pub async fn run(args: LogsArgs, url: Option<String>) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn read(client: &Client, path: &str, query: &[(&str, u64)]) -> anyhow::Result<(Vec<u8>, u64)> {
+async fn read(
+    client: &Client,
+    path: &str,
+    query: &[(&str, u64)],
+) -> anyhow::Result<(Vec<u8>, u64)> {
     let (text, headers) = client.get_raw(path, query).await?;
     let offset = headers
         .get(LOG_OFFSET_HEADER)

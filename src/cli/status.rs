@@ -45,7 +45,11 @@ pub async fn run(args: StatusArgs, url: Option<String>) -> anyhow::Result<ExitCo
     match args.output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?,
         Format::Table => {
-            write!(out, "{}", render::status_table(&status, OffsetDateTime::now_utc()))?;
+            write!(
+                out,
+                "{}",
+                render::status_table(&status, OffsetDateTime::now_utc())
+            )?;
             for name in &args.models {
                 let detail: ModelDetail = client.get(&format!("/hub/models/{name}")).await?;
                 write!(out, "{}", render::model_events(name, &detail.events))?;
