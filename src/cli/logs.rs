@@ -37,14 +37,16 @@ pub async fn run(args: LogsArgs, url: Option<String>) -> anyhow::Result<ExitCode
     let (text, mut offset) = read(&client, &path, &[("tail", args.tail)]).await?;
     out.write_all(&text)?;
     out.flush()?;
-    while args.follow {
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         tokio::time::sleep(POLL).await;
         let (text, next) = read(&client, &path, &[("since", offset)]).await?;
         out.write_all(&text)?;
         out.flush()?;
         offset = next;
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn read(

@@ -90,7 +90,7 @@ fn edit(config: &Config, rng: &mut Rng, step: usize) -> Config {
     let mut next = config.clone();
     next.comment = step as u32;
     // Every seventh step only edits the comment: a new generation where nothing changes.
-    if step % 7 == 0 {
+    if step.is_multiple_of(7) {
         return next;
     }
     for _ in 0..1 + rng.below(3) {
