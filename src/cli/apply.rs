@@ -62,8 +62,7 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     let deadline = tokio::time::Instant::now() + args.timeout;
     let (status, settled) = loop {
         let status: Status = client.get("/hub/status").await?;
-        if status.observed_generation >= reply.generation && status.summary != Summary::Progressing
-        {
+        if settled(&status, reply.generation) {
             break (status, true);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -84,7 +83,12 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
             None => model.result.as_str(),
         };
         failed |= result == "failed";
-        println!("{}", apply_line(&model.name, result));
+        if !settled && result == "unchanged" && model.result != "unchanged" {
+            // Timed out before the reconcile got to it.
+            println!("{} (in progress)", apply_line(&model.name, &model.result));
+        } else {
+            println!("{}", apply_line(&model.name, result));
+        }
     }
     for model in &status.models {
         if let Some(error) = &model.error {
@@ -113,4 +117,17 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether the reconcile of `generation` has ended: converged, or every model that is not in
+/// sync has failed (and is backing off, which would go on forever).
+fn settled(status: &Status, generation: u64) -> bool {
+    if status.generation < generation {
+        return false;
+    }
+    match status.summary {
+        Summary::Converged => status.observed_generation >= generation,
+        Summary::Degraded => status.models.iter().all(|m| m.in_sync || m.error.is_some()),
+        Summary::Progressing => false,
+    }
 }

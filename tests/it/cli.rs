@@ -335,3 +335,46 @@ async fn start_launches_a_detached_daemon_and_stop_waits_for_it() {
         format!("hub is not running at http://127.0.0.1:{port}\n")
     );
 }
+
+#[tokio::test]
+async fn apply_exits_non_zero_when_a_model_fails_or_the_wait_times_out() {
+    let hub = TempHub::start(HUB).await;
+    hub.converged().await;
+    let dir = hub.dir.path();
+
+    // gamma's weights do not exist: its load fails.
+    let failing = std::fs::read_to_string(hub.config()).unwrap().replace(
+        "{name: gamma, model_path: models/gamma.txt, state: stopped}",
+        "{name: gamma, model_path: models/missing.txt, state: loaded}",
+    );
+    std::fs::write(dir.join("failing.yaml"), failing).unwrap();
+    let mut out = run(&hub, &["apply", "-f", "failing.yaml", "--wait"]);
+
+    // On a fresh hub, delta takes far longer to start than apply waits.
+    let hub = TempHub::start(HUB).await;
+    hub.converged().await;
+    let slow = std::fs::read_to_string(hub.config()).unwrap()
+        + "  - {name: delta, model_path: models/delta.txt, state: running, args: [--start-delay, 1h]}\n";
+    std::fs::write(hub.dir.path().join("slow.yaml"), slow).unwrap();
+    out += &run(
+        &hub,
+        &["apply", "-f", "slow.yaml", "--wait", "--timeout", "300ms"],
+    );
+    check("cli_apply_failures", &out);
+}
+
+#[tokio::test]
+async fn diff_shows_overrides_and_what_a_reset_would_clear() {
+    let hub = TempHub::start(HUB).await;
+    hub.converged().await;
+    let out = hub.cli(&["start-model", "gamma"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut out = run(&hub, &["diff", "-f", "hub.yaml"]);
+    out += &run(&hub, &["diff", "-f", "hub.yaml", "--reset-overrides"]);
+    out += &run(
+        &hub,
+        &["apply", "-f", "hub.yaml", "--reset-overrides", "--wait"],
+    );
+    out += &run(&hub, &["diff", "-f", "hub.yaml"]);
+    check("cli_diff_overrides", &out);
+}
