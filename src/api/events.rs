@@ -63,12 +63,12 @@ pub(super) async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-enum Item {
+pub(super) enum Item {
     Event(Arc<HubEvent>),
     Lagged(u64),
 }
 
-async fn next(
+pub(super) async fn next(
     mut receiver: broadcast::Receiver<Arc<HubEvent>>,
 ) -> Option<(Item, broadcast::Receiver<Arc<HubEvent>>)> {
     match receiver.recv().await {

@@ -46,6 +46,7 @@ pub struct LogsQuery {
             headers(("x-log-offset" = u64, description = "The file offset just past the text; pass it as `since` to follow"))),
         (status = 400, description = "`tail` is over 10000", body = Envelope),
         (status = 404, description = "No such model", body = Envelope),
+        (status = 500, description = "The log file exists but cannot be read", body = Envelope),
     )
 )]
 pub(super) async fn logs(
@@ -77,10 +78,9 @@ pub(super) async fn logs(
         None => read_tail(&path, tail),
     })
     .await
-    .map_err(|e| ApiError::unavailable(format!("cannot read the log: {e}")))?;
-    let (text, offset) = read.map_err(|e| {
-        ApiError::unavailable(format!("cannot read the log of model {name:?}: {e}"))
-    })?;
+    .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
+    let (text, offset) = read
+        .map_err(|e| ApiError::internal(format!("cannot read the log of model {name:?}: {e}")))?;
     Ok((
         [
             (

@@ -133,3 +133,29 @@ fn tokens_compare_equal_only_when_identical() {
     assert!(!super::same(b"secret", b"secret2"));
     assert!(!super::same(b"", b"x"));
 }
+
+#[tokio::test]
+async fn a_lagging_event_subscriber_is_told_what_it_missed_and_goes_on() {
+    use futures_util::StreamExt;
+
+    use super::events::{Item, next};
+    use crate::events::{HubEvent, Journal};
+
+    let journal = Journal::default();
+    let receiver = journal.subscribe();
+    for i in 0..1100 {
+        journal.record(HubEvent {
+            time: "2026-11-23T10:00:00Z".to_string(),
+            kind: "phase".to_string(),
+            model: Some("alpha".to_string()),
+            message: format!("event {i}"),
+            report: None,
+        });
+    }
+    let mut stream = Box::pin(futures_util::stream::unfold(receiver, next));
+    assert!(matches!(stream.next().await, Some(Item::Lagged(76))));
+    match stream.next().await {
+        Some(Item::Event(event)) => assert_eq!(event.message, "event 76"),
+        _ => panic!("the stream ended after lagging"),
+    }
+}

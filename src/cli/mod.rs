@@ -152,6 +152,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A model name from the command line, checked before it goes into a URL.
+fn model_name(name: &str) -> anyhow::Result<&str> {
+    if crate::config::is_slug(name) {
+        Ok(name)
+    } else {
+        anyhow::bail!(
+            "{name:?} is not a model name: names are lowercase letters, digits, `-` and `_`"
+        )
+    }
+}
+
 /// Parses `--timeout 90s` and the like.
 fn duration_arg(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)

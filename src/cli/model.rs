@@ -29,6 +29,11 @@ pub async fn run(args: ModelArgs, verb: Verb, url: Option<String>) -> anyhow::Re
     let mut ok = true;
     let mut accepted = Vec::new();
     for name in &args.models {
+        if let Err(error) = super::model_name(name) {
+            eprintln!("error: {error:#}");
+            ok = false;
+            continue;
+        }
         let path = format!("/hub/models/{name}/{}", verb.as_str());
         match client.post::<ModelCommandReply>(&path, String::new()).await {
             Ok(reply) => {

@@ -150,6 +150,8 @@ async fn invalid_files_unknown_models_and_an_absent_daemon_are_one_clear_line() 
     out += &run(&hub, &["status", "nope"]);
     out += &run(&hub, &["start-model", "nope"]);
     out += &run(&hub, &["logs", "nope"]);
+    out += &run(&hub, &["logs", "../etc"]);
+    out += &run(&hub, &["stop-model", "Bad/Name", "alpha"]);
     let args = ["status", "--url", "http://127.0.0.1:1"];
     out += &transcript(&args, &hub.cli(&args), hub.dir.path());
     let args = ["diff", "-f", "hub.yaml", "--url", "http://127.0.0.1:1"];
