@@ -14,7 +14,7 @@ use crate::status::Report;
 /// How many events are kept per model.
 pub const RECENT: usize = 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubEvent {
     pub time: String,
     /// `phase`, `memory`, `action`, `exit`, `health`, `config` or `reconcile`.

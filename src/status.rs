@@ -8,7 +8,7 @@ use crate::observed::{MemoryState, Observed, Phase, Time};
 use crate::plan::{self, Plan};
 use crate::rfc3339;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub timestamp: String,
     pub generation: u64,
@@ -22,7 +22,7 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Summary {
     /// Every model matches the desired state of the current generation.
@@ -33,7 +33,7 @@ pub enum Summary {
     Degraded,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigStatus {
     pub path: String,
     pub sha256: String,
@@ -43,14 +43,15 @@ pub struct ConfigStatus {
     pub rejected: Option<RejectedEdit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectedEdit {
     pub at: String,
     pub sha256: String,
+    #[schema(value_type = Vec<crate::api::ProblemSchema>)]
     pub errors: Vec<Problem>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     pub models: usize,
     pub running: usize,
@@ -59,7 +60,7 @@ pub struct Counts {
 }
 
 /// Everything done to converge one generation, across as many passes as that took.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub generation: u64,
     /// What started this reconcile: `startup`, `config`, `api`, `worker_exit`, `timer`, `resync`.
@@ -77,14 +78,14 @@ pub struct Report {
     pub failed: Vec<FailedAction>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailedAction {
     pub model: String,
     pub action: String,
     pub error: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelStatus {
     pub name: String,
     pub engine: String,
@@ -101,7 +102,7 @@ pub struct ModelStatus {
     pub next_retry_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerStatus {
     /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `backoff`.
     pub phase: String,
@@ -114,7 +115,7 @@ pub struct WorkerStatus {
     pub log_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemoryStatus {
     /// `unloaded`, `loading`, `loaded` or `unloading`.
     pub state: String,
@@ -126,7 +127,7 @@ pub struct MemoryStatus {
     pub in_flight: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverrideStatus {
     /// The state the imperative call set, in force instead of hub.yaml's.
     pub state: String,
@@ -135,7 +136,7 @@ pub struct OverrideStatus {
     pub at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     pub name: String,
     pub max_loaded: u32,

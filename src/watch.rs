@@ -67,7 +67,9 @@ pub fn spawn(
                 debounce(&mut rx).await;
             }
             let update = read(&path).await;
-            if update.sha256 == last_seen && !forced {
+            // A resync catches lost events: it passes on only content not seen yet, so it never
+            // undoes a `hub apply` (the next save of the file does).
+            if update.sha256 == last_seen {
                 continue;
             }
             last_seen = update.sha256.clone();

@@ -1,27 +1,50 @@
 //! The one error envelope every endpoint uses: `{"error": {"type", "message", "code"}}`.
+//!
+//! Handlers return [`ApiError`]. Everything else that can answer with an error (axum's own
+//! rejections: a body over the limit, a bad query string, a wrong method, an unknown route) is
+//! rewritten into the same envelope by [`envelope_errors`], so a client never sees plain text.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Problem, Rejection};
 use crate::reconcile::CommandError;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// A stable, machine-readable kind: `not_found`, `conflict`, `invalid_config`, `group_full`,
+    /// `unavailable`, `unauthorized`, `bad_request`, `method_not_allowed`, `payload_too_large`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// What went wrong and what to do, for people.
     pub message: String,
+    /// The HTTP status code, repeated.
     pub code: u16,
     /// For an invalid config: every problem, with line and column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ProblemSchema>)]
     pub errors: Vec<Problem>,
+}
+
+/// The schema of one config problem, as `config::Problem` serializes (the config module owns
+/// the type; this mirrors its wire form for the OpenAPI document).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemSchema {
+    /// Where in the document, as `models[2].group`; empty for the whole file.
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
 }
 
 #[derive(Debug)]
@@ -46,8 +69,29 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The loop has ended (or is ending): nothing can be changed any more.
+    pub fn shutting_down() -> ApiError {
+        ApiError::unavailable(
+            "hub is shutting down; start it again with `hub serve` or `hub start`",
+        )
+    }
+
+    pub fn unknown_model(name: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "unknown model {name:?}: `hub status` lists the models"
+        ))
     }
 }
 
@@ -67,6 +111,9 @@ impl From<Rejection> for ApiError {
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> ApiError {
+        if let CommandError::UnknownModel(name) = &error {
+            return ApiError::unknown_model(name);
+        }
         let (status, kind) = match &error {
             CommandError::UnknownModel(_) => (StatusCode::NOT_FOUND, "not_found"),
             CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -89,4 +136,66 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The envelope's `type` for a status code that axum or a layer produced on its own.
+fn kind_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// The message for an error axum produced, which is often empty (405) or terse.
+fn message_of(status: StatusCode, text: &str) -> String {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "method not allowed on this endpoint: /openapi.json lists each endpoint's methods"
+                .to_string()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "request body too large: the limit is {} bytes",
+            crate::config::MAX_FILE_BYTES
+        ),
+        _ if text.trim().is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        _ => text.trim().to_string(),
+    }
+}
+
+/// Middleware: any error answer that is not already JSON becomes the envelope.
+pub async fn envelope_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut rewritten =
+        ApiError::new(status, kind_of(status), message_of(status, &text)).into_response();
+    // Keep what the original said about the answer (`Allow` on a 405), not its body's type.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
 }

@@ -1,17 +1,16 @@
-//! `hub apply`: make FILE the desired state and print `model/NAME <result>` per model.
+//! `hub apply`: make FILE the desired state and print `model/NAME <result>` per model. With
+//! `--wait` it follows the reconcile until the generation has converged or failed, and prints what
+//! the reconcile did (its report), so the lines are what happened, not what was planned.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
-
-use anyhow::bail;
 
 use super::FileArg;
 use super::client::Client;
 use super::diff::read_text;
-use crate::api::PlanReply;
-use crate::reconcile::ApplyReply;
-use crate::status::{Report, Status, Summary};
+use super::render::{apply_line, result_of};
+use crate::api::{ApplyResponse, PlanReply};
+use crate::status::{Status, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -38,94 +37,97 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     let path = &args.file.file;
     let text = read_text(path)?;
     let client = Client::new(url, path);
-    let file = path.display().to_string();
-    if args.dry_run {
-        let reply: PlanReply = client
-            .post_query("/hub/plan", &[("file", file)], text)
-            .await?;
-        for model in &reply.models {
-            println!("model/{} {} (dry run)", model.name, model.result);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut query = vec![("file", file)];
-    if let Some(generation) = args.expect_generation {
-        query.push(("expect_generation", generation.to_string()));
-    }
+    let mut query = vec![("file", path.display().to_string())];
     if args.reset_overrides {
         query.push(("reset_overrides", "true".to_string()));
     }
-    let reply: ApplyReply = client.post_query("/hub/apply", &query, text).await?;
+    if args.dry_run {
+        let reply: PlanReply = client.post_query("/hub/plan", &query, text).await?;
+        for model in &reply.models {
+            println!("{} (dry run)", apply_line(&model.name, &model.result));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(generation) = args.expect_generation {
+        query.push(("expect_generation", generation.to_string()));
+    }
+    let reply: ApplyResponse = client.post_query("/hub/apply", &query, text).await?;
     if !args.wait {
-        for (name, result) in &reply.results {
-            println!("model/{name} {result}");
+        for model in &reply.models {
+            println!("{}", apply_line(&model.name, &model.result));
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     let deadline = tokio::time::Instant::now() + args.timeout;
-    let status = loop {
+    let (status, settled) = loop {
         let status: Status = client.get("/hub/status").await?;
-        let settled = status.observed_generation >= reply.generation
-            && status.summary != Summary::Progressing;
-        if settled {
-            break status;
+        if settled(&status, reply.generation) {
+            break (status, true);
         }
         if tokio::time::Instant::now() >= deadline {
-            for (name, _) in &reply.results {
-                println!(
-                    "model/{name} {}",
-                    result_of(name, status.last_reconcile.as_ref())
-                );
-            }
-            bail!(
-                "not converged after {:?} (summary: {:?})",
-                args.timeout,
-                status.summary
-            );
+            break (status, false);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A new generation's report says what converging it took; without one (the file was what
+    // was applied already), the plan at apply time is the answer.
+    let report = status
+        .last_reconcile
+        .as_ref()
+        .filter(|r| reply.changed && r.generation == reply.generation);
     let mut failed = false;
-    for (name, _) in &reply.results {
-        let result = result_of(name, status.last_reconcile.as_ref());
+    for model in &reply.models {
+        let result = match report {
+            Some(report) => result_of(&model.name, Some(report)),
+            None => model.result.as_str(),
+        };
         failed |= result == "failed";
-        println!("model/{name} {result}");
+        if !settled && result == "unchanged" && model.result != "unchanged" {
+            // Timed out before the reconcile got to it.
+            println!("{} (in progress)", apply_line(&model.name, &model.result));
+        } else {
+            println!("{}", apply_line(&model.name, result));
+        }
     }
-    let errors: BTreeMap<&str, &str> = status
-        .models
-        .iter()
-        .filter_map(|m| Some((m.name.as_str(), m.error.as_deref()?)))
-        .collect();
-    for (name, error) in &errors {
-        eprintln!("error: model/{name}: {error}");
+    for model in &status.models {
+        if let Some(error) = &model.error {
+            eprintln!("error: model/{}: {error}", model.name);
+            failed = true;
+        }
     }
-    Ok(if failed || !errors.is_empty() {
+    if let Some(report) = &status.last_reconcile
+        && report.generation > reply.generation
+    {
+        eprintln!(
+            "note: the desired state moved on to generation {} while waiting (a save of the watched file or another apply)",
+            report.generation
+        );
+    }
+    if !settled {
+        anyhow::bail!(
+            "generation {} has not converged after {:?} (summary: {:?}); `hub status` shows where it is",
+            reply.generation,
+            args.timeout,
+            status.summary
+        );
+    }
+    Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// The most telling thing the reconcile did to a model.
-fn result_of(name: &str, report: Option<&Report>) -> &'static str {
-    let Some(report) = report else {
-        return "unchanged";
-    };
-    let has = |list: &Vec<String>| list.iter().any(|n| n == name);
-    if report.failed.iter().any(|f| f.model == name) {
-        "failed"
-    } else if has(&report.restarted) {
-        "restarted"
-    } else if has(&report.started) {
-        "started"
-    } else if has(&report.stopped) {
-        "stopped"
-    } else if has(&report.loaded) {
-        "loaded"
-    } else if has(&report.unloaded) {
-        "unloaded"
-    } else {
-        "unchanged"
+/// Whether the reconcile of `generation` has ended: converged, or every model that is not in
+/// sync has failed (and is backing off, which would go on forever).
+fn settled(status: &Status, generation: u64) -> bool {
+    if status.generation < generation {
+        return false;
+    }
+    match status.summary {
+        Summary::Converged => status.observed_generation >= generation,
+        Summary::Degraded => status.models.iter().all(|m| m.in_sync || m.error.is_some()),
+        Summary::Progressing => false,
     }
 }

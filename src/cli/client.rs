@@ -41,7 +41,7 @@ impl Client {
         self.send(self.http.post(self.url(path)).body(body)).await
     }
 
-    pub async fn post_query<T: DeserializeOwned, Q: Serialize>(
+    pub async fn post_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
         &self,
         path: &str,
         query: &Q,
@@ -55,33 +55,89 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// The daemon's base URL, `http://127.0.0.1:8000`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A GET whose answer is not JSON (logs): the body and the headers.
+    pub async fn get_raw<Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> anyhow::Result<(Vec<u8>, reqwest::header::HeaderMap)> {
+        let response = self
+            .checked(self.http.get(self.url(path)).query(query))
+            .await?;
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.context("cannot read hub's answer")?;
+        Ok((bytes.to_vec(), headers))
+    }
+
+    /// A GET whose answer is read as a stream (the event stream). A read that waits longer than
+    /// `idle` fails, so a connection that died silently is noticed.
+    pub async fn stream<Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+        idle: Duration,
+    ) -> anyhow::Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(idle)
+            .build()
+            .context("cannot build an HTTP client")?;
+        self.checked(http.get(self.url(path)).query(query)).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
-        mut request: reqwest::RequestBuilder,
+        request: reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
+        let response = self.checked(request).await?;
+        let bytes = response.bytes().await.context("cannot read hub's answer")?;
+        serde_json::from_slice(&bytes).context("cannot parse hub's answer")
+    }
+
+    /// Sends with the token; an unreachable daemon and an error envelope become one clear line.
+    async fn checked(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
-                anyhow!(
-                    "cannot reach hub at {}: is the daemon running? Start it with `hub serve -f hub.yaml`, or point --url/HUB_URL at it",
+                anyhow!(Unreachable(format!(
+                    "cannot reach hub at {}: is the daemon running? Start it with `hub start -f hub.yaml` (or `hub serve` in the foreground), or point --url/HUB_URL at it",
                     self.base
-                )
+                )))
             } else {
                 anyhow!("request to hub at {} failed: {e}", self.base)
             }
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.context("cannot read hub's answer")?;
-        if !status.is_success() {
-            return Err(match serde_json::from_slice::<Envelope>(&bytes) {
-                Ok(envelope) => anyhow!("{} ({})", envelope.error.message, status),
-                Err(_) => anyhow!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
-            });
+        if status.is_success() {
+            return Ok(response);
         }
-        serde_json::from_slice(&bytes).context("cannot parse hub's answer")
+        let bytes = response.bytes().await.context("cannot read hub's answer")?;
+        Err(match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(envelope) => anyhow!("{} ({})", envelope.error.message, status),
+            Err(_) => anyhow!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
+        })
     }
+}
+
+/// The daemon did not answer at all (as opposed to answering with an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Whether an error means that no daemon answered.
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Unreachable>().is_some()
 }
 
 /// `http://host:port` from the config's top-level keys, read leniently: a client command should

@@ -5,10 +5,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::FileArg;
 use super::client::Client;
+use super::render;
 use crate::api::{PlanReply, planned_models, text_diff};
 use crate::config::{self, Desired};
 
@@ -19,6 +18,9 @@ pub struct DiffArgs {
     /// Plan FILE against OLD as if OLD had converged; needs no daemon (for reviewing changes in CI).
     #[arg(long, value_name = "OLD")]
     against: Option<PathBuf>,
+    /// Plan as `hub apply --reset-overrides` would: every override dropped.
+    #[arg(long, conflicts_with = "against")]
+    reset_overrides: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -40,13 +42,24 @@ pub async fn run(args: DiffArgs, url: Option<String>) -> anyhow::Result<ExitCode
         }
         None => {
             let client = Client::new(url, path);
-            let query = [("file", path.display().to_string())];
+            let mut query = vec![("file", path.display().to_string())];
+            if args.reset_overrides {
+                query.push(("reset_overrides", "true".to_string()));
+            }
             client.post_query("/hub/plan", &query, text).await?
         }
     };
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
-        Format::Text => print_text(&reply, args.against.is_some()),
+        Format::Text => {
+            let paint = render::Paint(
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            );
+            print!(
+                "{}",
+                render::diff_text(&reply, args.against.is_some(), paint)
+            );
+        }
     }
     Ok(if reply.changed {
         ExitCode::from(1)
@@ -94,41 +107,7 @@ fn offline_plan(
     }
 }
 
-fn print_text(reply: &PlanReply, offline: bool) {
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    for line in reply.diff.lines() {
-        let paint = match line.as_bytes().first() {
-            _ if !color => None,
-            _ if line.starts_with("+++") || line.starts_with("---") => Some("1"),
-            Some(b'+') => Some("32"),
-            Some(b'-') => Some("31"),
-            Some(b'@') => Some("36"),
-            _ => None,
-        };
-        match paint {
-            Some(code) => println!("\x1b[{code}m{line}\x1b[0m"),
-            None => println!("{line}"),
-        }
-    }
-    if !reply.diff.is_empty() {
-        println!();
-    }
-    if offline {
-        println!("Plan (as if the old file had converged):");
-    } else {
-        println!("Plan (against desired generation {}):", reply.generation);
-    }
-    for model in &reply.models {
-        println!("  {}", model.line);
-    }
-    if !reply.changed {
-        println!("No changes.");
-    }
-}
-
 /// Reads FILE for commands that send it to the daemon.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
-    load_or_print(path)
-        .map(|(text, _)| text)
-        .with_context(|| format!("cannot use {}", path.display()))
+    load_or_print(path).map(|(text, _)| text)
 }

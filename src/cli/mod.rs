@@ -3,11 +3,15 @@
 
 mod apply;
 mod client;
+mod daemon;
 mod diff;
+mod logs;
 mod model;
+pub mod render;
 mod serve;
 mod status;
 mod validate;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +50,14 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Show the daemon's status.
     Status(status::StatusArgs),
+    /// Print events live: every model state change and reconcile report.
+    Watch(watch::WatchArgs),
+    /// Print a model's worker log (-f: keep following it).
+    Logs(logs::LogsArgs),
+    /// Start the daemon in the background and print the status (or just the status if it runs).
+    Start(daemon::StartArgs),
+    /// Stop the daemon and wait for it to exit.
+    Stop(daemon::StopArgs),
     /// Re-read the watched hub.yaml now.
     Reload,
     /// Stop the daemon (and its workers, unless --keep-workers).
@@ -126,6 +138,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::run(args, url).await,
         Command::Apply(args) => apply::run(args, url).await,
         Command::Status(args) => status::run(args, url).await,
+        Command::Watch(args) => watch::run(args, url).await,
+        Command::Logs(args) => logs::run(args, url).await,
+        Command::Start(args) => daemon::start(args, url).await,
+        Command::Stop(args) => daemon::stop(args, url).await,
         Command::Reload => model::reload(url).await,
         Command::Shutdown(args) => model::shutdown(args, url).await,
         Command::StartModel(args) => model::run(args, crate::reconcile::Verb::Start, url).await,
@@ -136,8 +152,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A model name from the command line, checked before it goes into a URL.
+fn model_name(name: &str) -> anyhow::Result<&str> {
+    if crate::config::is_slug(name) {
+        Ok(name)
+    } else {
+        anyhow::bail!(
+            "{name:?} is not a model name: names are lowercase letters, digits, `-` and `_`"
+        )
+    }
+}
+
 /// Parses `--timeout 90s` and the like.
 fn duration_arg(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)
         .ok_or_else(|| format!("invalid duration {text:?}: use 500ms, 90s, 15m or 1h"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a subcommand's definition only when it is parsed; this checks them all.
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::FileArg;
 use super::client::Client;
-use crate::reconcile::{ModelReply, Verb};
+use crate::api::{ModelCommandReply, ShutdownReply};
+use crate::reconcile::Verb;
 use crate::status::ModelStatus;
 
 #[derive(Debug, clap::Args)]
@@ -28,8 +29,13 @@ pub async fn run(args: ModelArgs, verb: Verb, url: Option<String>) -> anyhow::Re
     let mut ok = true;
     let mut accepted = Vec::new();
     for name in &args.models {
+        if let Err(error) = super::model_name(name) {
+            eprintln!("error: {error:#}");
+            ok = false;
+            continue;
+        }
         let path = format!("/hub/models/{name}/{}", verb.as_str());
-        match client.post::<ModelReply>(&path, String::new()).await {
+        match client.post::<ModelCommandReply>(&path, String::new()).await {
             Ok(reply) => {
                 let note = reply
                     .override_
@@ -115,7 +121,7 @@ pub async fn shutdown(args: ShutdownArgs, url: Option<String>) -> anyhow::Result
     } else {
         "/hub/shutdown"
     };
-    let _: serde_json::Value = client.post(path, String::new()).await?;
-    println!("shutdown requested");
+    let reply: ShutdownReply = client.post(path, String::new()).await?;
+    println!("shutdown requested (hub pid {})", reply.pid);
     Ok(ExitCode::SUCCESS)
 }

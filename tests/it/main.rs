@@ -3,6 +3,11 @@
 
 mod support;
 
+mod api;
+mod cli;
+mod diff_apply;
+mod docs;
 mod e2e;
 mod faults;
+mod golden;
 mod misbehave;

@@ -22,6 +22,8 @@ pub struct TempHub {
     starting_port: u16,
     /// Extra `hub serve` arguments, kept for restarts.
     serve_args: Vec<String>,
+    /// Extra environment for the daemon, kept for restarts.
+    serve_env: Vec<(String, String)>,
 }
 
 impl TempHub {
@@ -33,6 +35,11 @@ impl TempHub {
 
     /// [`TempHub::start`] with extra `hub serve` arguments.
     pub async fn start_with(yaml: &str, serve_args: &[&str]) -> TempHub {
+        TempHub::start_with_env(yaml, serve_args, &[]).await
+    }
+
+    /// [`TempHub::start_with`] with extra environment for the daemon (`HUB_TOKEN`).
+    pub async fn start_with_env(yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> TempHub {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
         for i in 0..8 {
@@ -53,6 +60,10 @@ impl TempHub {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             starting_port: free_port(),
             serve_args: serve_args.iter().map(ToString::to_string).collect(),
+            serve_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         hub.write_config(yaml);
         hub.spawn_daemon().await
@@ -70,6 +81,7 @@ impl TempHub {
             .args(["--port", "0", "--resync-every", "2s"])
             .args(&self.serve_args)
             .env("RUST_LOG", "hub=debug")
+            .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -177,6 +189,30 @@ impl TempHub {
             .current_dir(self.dir.path())
             .output()
             .expect("run hub")
+    }
+
+    /// [`TempHub::cli`] with extra environment (`HUB_TOKEN`); `HUB_TOKEN` is otherwise unset.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(hub_bin())
+            .args(args)
+            .env("HUB_URL", &self.url)
+            .env("NO_COLOR", "1")
+            .env_remove("HUB_TOKEN")
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run hub")
+    }
+
+    /// A `hub` command against this daemon, to spawn (for commands that run until stopped).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(hub_bin());
+        command
+            .args(args)
+            .env("HUB_URL", &self.url)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path());
+        command
     }
 
     /// Stops the daemon through the API and waits for it to exit.

@@ -1,0 +1,330 @@
+//! The desired state through the API: `POST /hub/plan` (the server-side dry run that `hub diff`
+//! shows), `POST /hub/apply`, `POST /hub/reload` and `POST /hub/shutdown`.
+//!
+//! Plan and apply run the same planner over the same inputs: the loop's latest observed state,
+//! with the overrides `reset_overrides` would drop already dropped.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{ApiError, AppState, Envelope};
+use crate::config;
+use crate::observed::Observed;
+use crate::plan::{self, OverrideChange};
+use crate::reconcile::Event;
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlanQuery {
+    /// A name for the file, shown in the diff header and in config errors.
+    file: Option<String>,
+    /// Plan as `hub apply --reset-overrides` would: without any override.
+    #[serde(default)]
+    reset_overrides: bool,
+}
+
+/// The answer to `POST /hub/plan`: what applying the body would do, and the config text diff.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanReply {
+    /// The generation of the desired state the plan was made against (for
+    /// `hub apply --expect-generation`).
+    pub generation: u64,
+    /// Unified diff of the applied config against the body; empty when they are equal.
+    pub diff: String,
+    /// Whether applying would change anything: the text, any model, or any override.
+    pub changed: bool,
+    pub models: Vec<PlannedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedModel {
+    pub name: String,
+    /// `hub diff`'s line for the model: `+ alpha  start, load`, `= beta  unchanged`.
+    pub line: String,
+    /// The actions in the order they would run: `start`, `stop`, `restart`, `load`, `unload`.
+    pub actions: Vec<String>,
+    /// The verb `hub apply` prints: `started`, `stopped`, `restarted`, `loaded`, `unloaded` or
+    /// `unchanged`.
+    pub result: String,
+    /// Whether applying drops an override an imperative call set on the model.
+    #[serde(default)]
+    pub clears_override: bool,
+}
+
+/// The per-model lines of a plan.
+pub fn planned_models(plan: &plan::Plan) -> Vec<PlannedModel> {
+    plan.models
+        .iter()
+        .map(|m| PlannedModel {
+            name: m.name.to_string(),
+            line: m.to_string(),
+            actions: m.actions.iter().map(|a| a.verb().to_string()).collect(),
+            result: crate::reconcile::result_verb(m).to_string(),
+            clears_override: m.override_ == OverrideChange::Cleared,
+        })
+        .collect()
+}
+
+/// A unified diff of two config texts, empty when they are equal.
+pub fn text_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
+}
+
+/// What the loop's apply would plan: `observed` with the overrides a reset drops already gone.
+pub fn plan_apply(
+    desired: &config::Desired,
+    observed: &Observed,
+    reset_overrides: bool,
+    now: time::OffsetDateTime,
+) -> Vec<PlannedModel> {
+    if !reset_overrides {
+        return planned_models(&plan::plan(desired, observed, now));
+    }
+    let mut preview = observed.clone();
+    let mut had_override = Vec::new();
+    for (name, obs) in &mut preview.models {
+        if obs.override_.take().is_some() {
+            had_override.push(name.to_string());
+        }
+    }
+    let mut models = planned_models(&plan::plan(desired, &preview, now));
+    for model in &mut models {
+        if had_override.contains(&model.name) && !model.clears_override {
+            model.clears_override = true;
+            model.line.push_str(" [clears override]");
+        }
+    }
+    models
+}
+
+/// A server-side dry run: what `POST /hub/apply` with this body would do now, and the diff of
+/// the applied config against it. Changes nothing.
+#[utoipa::path(
+    post,
+    path = "/hub/plan",
+    tag = "write",
+    params(PlanQuery),
+    request_body(content = String, description = "A hub.yaml", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "The plan", body = PlanReply),
+        (status = 413, description = "The body is over the size limit", body = Envelope),
+        (status = 422, description = "The config is invalid; `errors` lists every problem", body = Envelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn plan(
+    State(state): State<AppState>,
+    Query(query): Query<PlanQuery>,
+    body: String,
+) -> Result<Json<PlanReply>, ApiError> {
+    let snapshot = state.hub.snapshot();
+    let file = query.file.unwrap_or_else(|| "request body".to_string());
+    let desired = config::parse(&body, &file, &snapshot.desired.settings.config_dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let models = plan_apply(&desired, &snapshot.observed, query.reset_overrides, now);
+    let diff = text_diff(
+        &snapshot.applied_text,
+        &body,
+        &format!("applied (generation {})", snapshot.generation),
+        &file,
+    );
+    let changed = !diff.is_empty()
+        || models
+            .iter()
+            .any(|m| !m.actions.is_empty() || m.clears_override);
+    Ok(Json(PlanReply {
+        generation: snapshot.generation,
+        changed,
+        diff,
+        models,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApplyQuery {
+    /// Refuse with 409 unless the desired state is still at this generation (from `hub diff`).
+    expect_generation: Option<u64>,
+    /// Drop every override set by imperative calls, so hub.yaml is followed exactly.
+    #[serde(default)]
+    reset_overrides: bool,
+    /// A name for the file, shown in config errors.
+    file: Option<String>,
+}
+
+/// The answer to `POST /hub/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApplyResponse {
+    /// The desired state's generation now.
+    pub generation: u64,
+    /// Whether the apply made a new generation (false when the body is what is applied and no
+    /// override was reset).
+    pub changed: bool,
+    /// What the loop planned for each model when it took the new desired state.
+    pub models: Vec<AppliedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppliedModel {
+    pub name: String,
+    /// `hub diff`'s line for the model.
+    pub line: String,
+    /// The verb `hub apply` prints.
+    pub result: String,
+}
+
+/// Makes the body the desired state. Answers once the first reconcile pass for it has been
+/// published; `GET /hub/status` shows its progress (`observed_generation`, `last_reconcile`).
+#[utoipa::path(
+    post,
+    path = "/hub/apply",
+    tag = "write",
+    params(ApplyQuery),
+    request_body(content = String, description = "A hub.yaml", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "Applied", body = ApplyResponse),
+        (status = 409, description = "The desired state is no longer at `expect_generation`", body = Envelope),
+        (status = 413, description = "The body is over the size limit", body = Envelope),
+        (status = 422, description = "The config is invalid; `errors` lists every problem", body = Envelope),
+        (status = 503, description = "The daemon is shutting down", body = Envelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    Query(query): Query<ApplyQuery>,
+    body: String,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let snapshot = state.hub.snapshot();
+    let file = query.file.unwrap_or_else(|| "request body".to_string());
+    let desired = config::parse(&body, &file, &snapshot.desired.settings.config_dir)?;
+    let before = snapshot.generation;
+    let (reply, answer) = oneshot::channel();
+    send(
+        &state,
+        Event::Apply {
+            desired,
+            text: body,
+            expect_generation: query.expect_generation,
+            reset_overrides: query.reset_overrides,
+            reply,
+        },
+    )?;
+    let reply = answer.await.map_err(|_| ApiError::shutting_down())??;
+    let models = reply
+        .plan
+        .iter()
+        .zip(&reply.results)
+        .map(|(line, (name, result))| AppliedModel {
+            name: name.clone(),
+            line: line.clone(),
+            result: result.clone(),
+        })
+        .collect();
+    Ok(Json(ApplyResponse {
+        changed: reply.generation != before,
+        generation: reply.generation,
+        models,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// What the daemon is doing now.
+    pub status: String,
+}
+
+/// Re-reads the watched hub.yaml now and makes it the desired state: a valid file that differs
+/// from what is applied (a later `hub apply`, or an edit whose event was lost) is applied, an
+/// invalid one is shown as rejected.
+#[utoipa::path(
+    post,
+    path = "/hub/reload",
+    tag = "write",
+    responses(
+        (status = 202, description = "The file was read and handed to the reconcile loop", body = Accepted),
+        (status = 503, description = "The daemon is shutting down", body = Envelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn reload(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if !state.loop_alive() {
+        return Err(ApiError::shutting_down());
+    }
+    // The applied config's path is always the watched file's (an apply keeps it).
+    let path = std::path::PathBuf::from(&state.hub.snapshot().status.config.path);
+    let update = crate::watch::read(&path).await;
+    send(&state, Event::Config(update))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            status: "reloading".to_string(),
+        }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShutdownQuery {
+    /// Leave the workers running for the next `hub serve` to adopt.
+    #[serde(default)]
+    keep_workers: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShutdownReply {
+    /// `shutting down`.
+    pub status: String,
+    /// The daemon's process id, to wait for its exit (`hub stop` does).
+    pub pid: u32,
+}
+
+/// Stops the daemon: its workers first, unless `keep_workers`.
+#[utoipa::path(
+    post,
+    path = "/hub/shutdown",
+    tag = "write",
+    params(ShutdownQuery),
+    responses(
+        (status = 202, description = "The daemon is stopping", body = ShutdownReply),
+        (status = 503, description = "The daemon is already shutting down", body = Envelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn shutdown(
+    State(state): State<AppState>,
+    Query(query): Query<ShutdownQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    send(
+        &state,
+        Event::Shutdown {
+            keep_workers: query.keep_workers,
+        },
+    )?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ShutdownReply {
+            status: "shutting down".to_string(),
+            pid: std::process::id(),
+        }),
+    ))
+}
+
+pub(super) fn send(state: &AppState, event: Event) -> Result<(), ApiError> {
+    state
+        .hub
+        .events
+        .send(event)
+        .map_err(|_| ApiError::shutting_down())
+}

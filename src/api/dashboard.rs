@@ -1,0 +1,36 @@
+//! `GET /hub`: a small self-contained HTML dashboard (no external assets) that polls
+//! `/hub/status`. Served while hub.yaml's `enable_status_page` is true.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, Envelope};
+
+const PAGE: &str = include_str!("dashboard.html");
+
+/// The status page, for people: every model, its phase and memory, the last reconcile.
+#[utoipa::path(
+    get,
+    path = "/hub",
+    tag = "read",
+    responses(
+        (status = 200, description = "The HTML dashboard", body = String, content_type = "text/html"),
+        (status = 404, description = "`enable_status_page` is false in hub.yaml", body = Envelope),
+    )
+)]
+pub(super) async fn dashboard(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.hub.snapshot().desired.settings.enable_status_page {
+        return Err(ApiError::not_found(
+            "the status page is off: set `enable_status_page: true` in hub.yaml, or read /hub/status",
+        ));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response())
+}
