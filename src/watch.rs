@@ -17,7 +17,10 @@ use crate::reconcile::{ConfigUpdate, Event};
 use crate::sha256_hex;
 
 /// Events closer together than this are one save.
-pub const DEBOUNCE: Duration = Duration::from_millis(30);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+/// How long a file that is missing or empty may take to come back before that counts as an edit:
+/// editors and git delete then write, `>` truncates then writes.
+pub const SETTLE: Duration = Duration::from_millis(500);
 /// A stream of events is cut off after this long, so a busy directory still gets read.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
 
@@ -36,8 +39,12 @@ pub fn spawn(
         .to_path_buf();
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads (our own included) change nothing; logs and the state file are ours.
         let relevant = match &event {
-            Ok(event) => !event.paths.iter().all(|p| is_log_file(p)),
+            Ok(event) => {
+                !matches!(event.kind, notify::EventKind::Access(_))
+                    && !event.paths.iter().all(|p| is_ours(p))
+            }
             Err(_) => true,
         };
         if relevant {
@@ -66,7 +73,13 @@ pub fn spawn(
             if !forced {
                 debounce(&mut rx).await;
             }
-            let update = read(&path).await;
+            let mut update = read(&path).await;
+            // Mid-save, the file may be gone or empty for a moment: wait for the rest of the
+            // save rather than report it, unless nothing more happens.
+            while looks_mid_save(&path) && more_within(&mut rx, SETTLE).await {
+                debounce(&mut rx).await;
+                update = read(&path).await;
+            }
             // A resync catches lost events: it passes on only content not seen yet, so it never
             // undoes a `hub apply` (the next save of the file does).
             if update.sha256 == last_seen {
@@ -92,6 +105,16 @@ async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
             () = tokio::time::sleep_until(give_up) => return,
         }
     }
+}
+
+/// Whether the file is missing or empty, as it is between the steps of many saves.
+fn looks_mid_save(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| m.len() == 0)
+}
+
+/// Whether another event arrives within `wait`.
+async fn more_within(rx: &mut mpsc::UnboundedReceiver<()>, wait: Duration) -> bool {
+    matches!(tokio::time::timeout(wait, rx.recv()).await, Ok(Some(())))
 }
 
 /// Reads, hashes and validates the file, off the async threads.
@@ -125,6 +148,10 @@ fn read_now(path: &Path) -> ConfigUpdate {
     }
 }
 
-fn is_log_file(path: &Path) -> bool {
+/// Files hub itself writes beside hub.yaml when `log_path` is its directory.
+fn is_ours(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     path.extension().is_some_and(|e| e == "log")
+        || name == "state.json"
+        || name.starts_with(".state.json.")
 }

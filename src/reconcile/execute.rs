@@ -17,8 +17,10 @@ use crate::observed::MemoryState;
 use crate::plan::Action;
 use crate::supervisor::{ExitInfo, SpawnRequest};
 
-/// How often a starting worker's health is probed.
-const PROBE_EVERY: Duration = Duration::from_millis(25);
+/// A starting worker is probed after this long, then twice as long each time up to
+/// [`PROBE_MAX`]: quick workers are seen ready within milliseconds, slow ones cost little.
+const PROBE_FIRST: Duration = Duration::from_millis(2);
+const PROBE_MAX: Duration = Duration::from_millis(100);
 /// How long a process may take to die after SIGKILL before the stop is reported as failed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -233,6 +235,7 @@ async fn wait_ready(
     let deadline = tokio::time::Instant::now() + engine.health.start_timeout;
     let exited = ctx.workers.wait_exit(&job.name);
     tokio::pin!(exited);
+    let mut pause = PROBE_FIRST;
     loop {
         let probe = ctx.workers.probe(url.clone());
         tokio::select! {
@@ -258,8 +261,9 @@ async fn wait_ready(
         }
         tokio::select! {
             () = cancelled(&mut job.cancel) => return Err(StepError::Superseded),
-            () = tokio::time::sleep(PROBE_EVERY) => {}
+            () = tokio::time::sleep(pause) => {}
         }
+        pause = (pause * 2).min(PROBE_MAX);
     }
 }
 
