@@ -150,7 +150,10 @@ fn read_now(path: &Path) -> ConfigUpdate {
 
 /// Files hub itself writes beside hub.yaml when `log_path` is its directory.
 fn is_ours(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     path.extension().is_some_and(|e| e == "log")
         || name == "state.json"
         || name.starts_with(".state.json.")

@@ -43,7 +43,7 @@ enum Command {
     /// Check a hub.yaml file and print every problem with its line and column.
     Validate(FileArg),
     /// Print the JSON Schema of hub.yaml.
-    Schema,
+    Schema(validate::SchemaArgs),
     /// Show what applying FILE would do (exit 0: no change, 1: changes, 2: error).
     Diff(diff::DiffArgs),
     /// Make FILE the desired state.
@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Validate(args) => validate::validate(&args.file),
-        Command::Schema => validate::schema(),
+        Command::Schema(args) => validate::schema(&args),
         Command::Diff(args) => diff::run(args, url).await,
         Command::Apply(args) => apply::run(args, url).await,
         Command::Status(args) => status::run(args, url).await,

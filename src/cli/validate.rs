@@ -23,7 +23,18 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn schema() -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(crate::config::schema())?);
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// Print the hub.yaml reference (docs/hub-yaml.md) generated from the schema instead.
+    #[arg(long)]
+    markdown: bool,
+}
+
+pub fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    if args.markdown {
+        print!("{}", crate::config::reference::markdown());
+    } else {
+        println!("{}", serde_json::to_string_pretty(crate::config::schema())?);
+    }
     Ok(ExitCode::SUCCESS)
 }

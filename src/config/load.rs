@@ -222,6 +222,10 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
         "repetition limit exceeded" | "recursion limit exceeded" => format!(
             "{text}: aliases or nesting expand too far (a YAML alias bomb?); write the values out"
         ),
+        // libyaml's scanner and parser errors: say where to look.
+        _ if e.location().is_some() && !text.contains("duplicate entry") => {
+            format!("{text} (check the indentation and quoting here and on the line above)")
+        }
         _ => text,
     }
 }

@@ -8,6 +8,7 @@ mod desired;
 mod file;
 mod load;
 mod locate;
+pub mod reference;
 
 pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,

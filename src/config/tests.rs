@@ -116,7 +116,9 @@ fn default_is_the_seeds_spelling_of_running_and_must_agree_with_state() {
 fn syntax_errors_and_empty_files_say_where_and_what() {
     check(
         "models:\n  - name: a\n   bad: [\n",
-        expect!["hub.yaml:3:4: invalid YAML: did not find expected '-' indicator"],
+        expect![
+            "hub.yaml:3:4: invalid YAML: did not find expected '-' indicator (check the indentation and quoting here and on the line above)"
+        ],
     );
     check(
         "# nothing here\n",
@@ -149,5 +151,105 @@ groups:
         expect![[
             r#"hub.yaml:8:27: groups[0].max_loaded: group "g" must hold 2 models at once (1 with `state: loaded`, 1 `running` on an engine without load/unload) but `max_loaded` is 1; raise it or stop some"#
         ]],
+    );
+}
+
+/// A stable-toolchain cousin of the fuzz target in `fuzz/`: mutate every manifest in the repo
+/// (byte flips, YAML punctuation, cut, duplicated and dropped lines) and parse each mutant. Any
+/// panic fails the test. `HUB_FUZZ_ITERATIONS` runs more.
+#[test]
+fn mutated_manifests_never_panic_the_parser() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let mut seeds = Vec::new();
+    for dir in [root.clone(), root.join("engines"), root.join("invalid")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                seeds.push(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    let iterations: u64 = std::env::var("HUB_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const PUNCTUATION: &[&[u8]] = &[
+        b":",
+        b"-",
+        b" ",
+        b"\n",
+        b"\t",
+        b"&a",
+        b"*a",
+        b"!!str",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"'",
+        b"\"",
+        b"#",
+        b"|",
+        b">",
+        b"---",
+        b"~",
+        b"?",
+        b"%YAML 1.2",
+        b"\xff",
+        b"99999999999999999999",
+    ];
+    for _ in 0..iterations {
+        let mut bytes = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..1 + next() % 4 {
+            let at = if bytes.is_empty() {
+                0
+            } else {
+                (next() % bytes.len() as u64) as usize
+            };
+            match next() % 5 {
+                0 if !bytes.is_empty() => bytes[at] = next() as u8,
+                1 => {
+                    let piece = PUNCTUATION[(next() % PUNCTUATION.len() as u64) as usize];
+                    bytes.splice(at..at, piece.iter().copied());
+                }
+                2 => bytes.truncate(at),
+                3 => {
+                    let line: Vec<u8> = bytes[at..]
+                        .split(|b| *b == b'\n')
+                        .next()
+                        .unwrap_or(&[])
+                        .to_vec();
+                    bytes.splice(at..at, line.into_iter().chain([b'\n']));
+                }
+                _ => {
+                    let end = bytes[at..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(bytes.len(), |n| at + n);
+                    bytes.drain(at..end);
+                }
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(&bytes)
+            && let Err(rejection) = super::parse(text, "mutant.yaml", Path::new("/"))
+        {
+            let _ = rejection.to_string();
+        }
+    }
+}
+
+#[test]
+fn the_committed_hub_yaml_reference_is_what_the_schema_generates() {
+    let committed = include_str!("../../docs/hub-yaml.md");
+    assert!(
+        committed == super::reference::markdown(),
+        "docs/hub-yaml.md is stale: run `cargo run -- schema --markdown > docs/hub-yaml.md`"
     );
 }

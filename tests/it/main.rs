@@ -11,3 +11,5 @@ mod e2e;
 mod faults;
 mod golden;
 mod misbehave;
+mod validate;
+mod watch;
