@@ -4,7 +4,7 @@
 //! Each model is planned on its own, then memory groups are checked as a whole: loads into a full
 //! group evict the least recently used member that is not pinned.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::{Desired, DesiredState, ModelName, ModelSpec};
@@ -184,23 +184,69 @@ impl fmt::Display for ModelPlan {
 
 /// Computes what converges `observed` to `desired` at time `now`.
 pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
-    let idle = ModelObserved::default();
-    let mut plans: BTreeMap<&ModelName, ModelPlan> = BTreeMap::new();
-    for (name, spec) in &desired.models {
-        let obs = observed.models.get(name).unwrap_or(&idle);
-        plans.insert(name, plan_model(name, Some(spec), obs, now));
+    static IDLE: std::sync::LazyLock<ModelObserved> = std::sync::LazyLock::new(Default::default);
+    // Both maps are sorted by name, so one merging pass visits every model without a lookup.
+    let capacity = desired.models.len().max(observed.models.len());
+    let mut models: Vec<ModelPlan> = Vec::with_capacity(capacity);
+    let mut seen: Vec<(Option<&ModelSpec>, &ModelObserved)> = Vec::with_capacity(capacity);
+    let mut wanted = desired.models.iter().peekable();
+    let mut running = observed.models.iter().peekable();
+    loop {
+        let (name, spec, obs) = match (wanted.peek(), running.peek()) {
+            (None, None) => break,
+            (Some((d, _)), Some((o, _))) if d == o => {
+                let ((name, spec), (_, obs)) = (wanted.next().unwrap(), running.next().unwrap());
+                (name, Some(spec), obs)
+            }
+            (Some((d, _)), Some((o, _))) if o < d => {
+                let (name, obs) = running.next().unwrap();
+                (name, None, obs)
+            }
+            (Some(_), _) => {
+                let (name, spec) = wanted.next().unwrap();
+                (name, Some(spec), &*IDLE)
+            }
+            (None, Some(_)) => {
+                let (name, obs) = running.next().unwrap();
+                (name, None, obs)
+            }
+        };
+        models.push(plan_model(name, spec, obs, now));
+        seen.push((spec, obs));
     }
-    for (name, obs) in &observed.models {
-        if !desired.models.contains_key(name) {
-            plans.insert(name, plan_model(name, None, obs, now));
+    if !desired.groups.is_empty() {
+        // Members by group in one flat list (a counting sort), so a thousand groups cost a
+        // handful of allocations, not a thousand.
+        let ordinal: HashMap<&str, usize> = desired
+            .groups
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let group_of: Vec<Option<usize>> = seen
+            .iter()
+            .map(|(spec, _)| spec.and_then(|s| ordinal.get(s.group.as_deref()?).copied()))
+            .collect();
+        let mut starts = vec![0usize; ordinal.len() + 1];
+        for group in group_of.iter().flatten() {
+            starts[group + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut flat = vec![0usize; starts[ordinal.len()]];
+        for (index, group) in group_of.iter().enumerate() {
+            if let Some(group) = *group {
+                flat[next[group]] = index;
+                next[group] += 1;
+            }
+        }
+        for (i, group) in desired.groups.values().enumerate() {
+            enforce_group_cap(group, &flat[starts[i]..starts[i + 1]], &seen, &mut models);
         }
     }
-    for group in desired.groups.values() {
-        enforce_group_cap(desired, observed, group, &mut plans);
-    }
-    Plan {
-        models: plans.into_values().collect(),
-    }
+    Plan { models }
 }
 
 fn plan_model(
@@ -319,13 +365,13 @@ pub fn wave(actions: &[Action]) -> u8 {
 /// cannot load and unload holds its weights exactly while its worker runs, so for it a start is
 /// the load.
 fn enforce_group_cap(
-    desired: &Desired,
-    observed: &Observed,
     group: &crate::config::Group,
-    plans: &mut BTreeMap<&ModelName, ModelPlan>,
+    indices: &[usize],
+    seen: &[(Option<&ModelSpec>, &ModelObserved)],
+    plans: &mut [ModelPlan],
 ) {
     struct Member<'a> {
-        name: &'a ModelName,
+        index: usize,
         obs: &'a ModelObserved,
         memory_control: bool,
     }
@@ -357,37 +403,49 @@ fn enforce_group_cap(
         }
     }
 
-    let idle = ModelObserved::default();
-    let members: Vec<Member> = group
-        .members
+    let cap = group.max_loaded as usize;
+    let holding_now = indices
         .iter()
-        .filter_map(|name| {
-            let spec = desired.models.get(name)?;
+        .filter(|&&index| {
+            let (spec, obs) = seen[index];
+            spec.is_some_and(|spec| {
+                Member {
+                    index,
+                    obs,
+                    memory_control: spec.run.engine.has_memory_control(),
+                }
+                .will_hold(&plans[index])
+            })
+        })
+        .count();
+    if holding_now <= cap {
+        return;
+    }
+    let members: Vec<Member> = indices
+        .iter()
+        .filter_map(|&index| {
+            let (spec, obs) = seen[index];
             Some(Member {
-                name,
-                obs: observed.models.get(name).unwrap_or(&idle),
-                memory_control: spec.run.engine.has_memory_control(),
+                index,
+                obs,
+                memory_control: spec?.run.engine.has_memory_control(),
             })
         })
         .collect();
-    let count = |plans: &BTreeMap<&ModelName, ModelPlan>| {
+    let count = |plans: &[ModelPlan]| {
         members
             .iter()
-            .filter(|m| m.will_hold(&plans[m.name]))
+            .filter(|m| m.will_hold(&plans[m.index]))
             .count()
     };
-    let cap = group.max_loaded as usize;
     let mut holding = count(plans);
-    if holding <= cap {
-        return;
-    }
 
     // Evict: weights loaded now, not about to (re)load, not busy, not serving a request, not
     // wanted by a pending request, not pinned; least recently used first.
     let mut evictable: Vec<&Member> = members
         .iter()
         .filter(|m| {
-            let plan = &plans[m.name];
+            let plan = &plans[m.index];
             m.memory_control
                 && m.obs.memory.state == MemoryState::Loaded
                 && !m.obs.busy
@@ -400,14 +458,14 @@ fn enforce_group_cap(
     evictable.sort_by_key(|m| {
         (
             m.obs.memory.last_activity.or(m.obs.memory.loaded_at),
-            m.name.clone(),
+            m.index,
         )
     });
     for member in evictable {
         if holding <= cap {
             break;
         }
-        if let Some(plan) = plans.get_mut(member.name) {
+        if let Some(plan) = plans.get_mut(member.index) {
             plan.actions.push(Action::Unload {
                 why: UnloadReason::Evicted,
             });
@@ -419,14 +477,14 @@ fn enforce_group_cap(
     // before pinned.
     let mut waiting: Vec<&Member> = members
         .iter()
-        .filter(|m| plans[m.name].actions.iter().any(|a| m.takes(a)))
+        .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
         .collect();
-    waiting.sort_by_key(|m| (plans[m.name].target == DesiredState::Loaded, m.name.clone()));
+    waiting.sort_by_key(|m| (plans[m.index].target == DesiredState::Loaded, m.index));
     for member in waiting {
         if holding <= cap {
             break;
         }
-        if let Some(plan) = plans.get_mut(member.name) {
+        if let Some(plan) = plans.get_mut(member.index) {
             plan.actions.retain(|a| !member.takes(a));
             plan.waiting = Some(Wait::GroupFull {
                 group: group.name.clone(),

@@ -149,7 +149,7 @@ impl RunSpec {
         let mut changes = Vec::new();
         if self.engine_name != running.engine_name {
             changes.push("engine changed");
-        } else if self.engine != running.engine {
+        } else if !Arc::ptr_eq(&self.engine, &running.engine) && self.engine != running.engine {
             changes.push("engine definition changed");
         }
         if self.model_path != running.model_path {
@@ -181,6 +181,14 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The built-in engine, shared: every parse of hub.yaml gets the same `Arc`, so comparing a
+    /// running worker's engine with hub.yaml's is a pointer comparison.
+    pub fn builtin_shared() -> Arc<Engine> {
+        static BUILTIN: std::sync::LazyLock<Arc<Engine>> =
+            std::sync::LazyLock::new(|| Arc::new(Engine::builtin()));
+        BUILTIN.clone()
+    }
+
     /// The built-in worker: this binary's `hub worker` subcommand.
     pub fn builtin() -> Engine {
         let command = [

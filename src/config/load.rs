@@ -460,7 +460,7 @@ fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
 
     let api_port = hub.port.unwrap_or(DEFAULT_PORT);
     let mut engines: BTreeMap<String, Arc<Engine>> = BTreeMap::new();
-    engines.insert("builtin".to_string(), Arc::new(Engine::builtin()));
+    engines.insert("builtin".to_string(), Engine::builtin_shared());
     for (name, file) in &hub.engines {
         let pointer = format!("/engines/{}", escape_pointer(name));
         if !is_slug(name) {
