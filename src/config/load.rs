@@ -38,6 +38,10 @@ pub struct Problem {
     /// Locate the key rather than its value (for unknown keys).
     #[serde(skip)]
     pub at_key: bool,
+    /// The same place as a JSON pointer (`/models/2/group`), which, unlike `path`, stays
+    /// unambiguous when a key holds `.` or `[`.
+    #[serde(skip)]
+    pub pointer: String,
 }
 
 /// A config file that was refused, with every problem found in it.
@@ -83,6 +87,7 @@ impl Rejection {
                 column: None,
                 message: message.into(),
                 at_key: false,
+                pointer: String::new(),
             }],
         }
     }
@@ -116,6 +121,7 @@ pub fn read(path: &Path) -> Result<String, Rejection> {
                 column: Some(column),
                 message: "the file is not valid UTF-8 text".to_string(),
                 at_key: false,
+                pointer: String::new(),
             }],
         }
     })
@@ -149,6 +155,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
                 column: location.map(|l| l.1),
                 message: format!("invalid YAML: {message}"),
                 at_key: false,
+                pointer: String::new(),
             }]));
         }
     };
@@ -159,6 +166,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
             column: None,
             message: "the file is empty: it needs at least `models:`".to_string(),
             at_key: false,
+            pointer: String::new(),
         }]));
     }
 
@@ -344,6 +352,7 @@ fn pointer_problem(pointer: &str, message: String) -> Problem {
         column: None,
         message,
         at_key: false,
+        pointer: pointer.to_string(),
     }
 }
 

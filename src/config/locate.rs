@@ -19,27 +19,30 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
         return;
     };
     for problem in problems.iter_mut().filter(|p| p.line.is_none()) {
-        if let Some((line, column)) = find(root, &problem.path, problem.at_key) {
+        if let Some((line, column)) = find(root, &problem.pointer, problem.at_key) {
             problem.line = Some(line);
             problem.column = Some(column);
         }
     }
 }
 
-/// Walks a display path (`models[2].group`) and returns the 1-based position of the value it
+/// Walks a JSON pointer (`/models/2/group`) and returns the 1-based position of the value it
 /// names, or of its key when `at_key` (so an unknown key points at itself).
-fn find(root: &MarkedYaml, path: &str, at_key: bool) -> Option<(usize, usize)> {
+fn find(root: &MarkedYaml, pointer: &str, at_key: bool) -> Option<(usize, usize)> {
     let mut node = root;
     let mut key_position = None;
-    for step in split_path(path) {
-        match (&node.data, step) {
-            (YamlData::Mapping(map), Step::Key(key)) => {
-                let (k, v) = map.iter().find(|(k, _)| scalar_text(k) == Some(key))?;
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        match &node.data {
+            YamlData::Mapping(map) => {
+                let (k, v) = map
+                    .iter()
+                    .find(|(k, _)| scalar_text(k) == Some(segment.as_str()))?;
                 key_position = Some(mark(k));
                 node = v;
             }
-            (YamlData::Sequence(items), Step::Index(i)) => {
-                node = items.get(i)?;
+            YamlData::Sequence(items) => {
+                node = items.get(segment.parse::<usize>().ok()?)?;
                 key_position = None;
             }
             _ => return None,
@@ -96,31 +99,6 @@ pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-enum Step<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-fn split_path(path: &str) -> Vec<Step<'_>> {
-    let mut steps = Vec::new();
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            steps.push(Step::Key(key));
-        }
-        while let Some(end) = rest.find(']') {
-            if let Ok(i) = rest[1..end].parse() {
-                steps.push(Step::Index(i));
-            }
-            rest = &rest[end + 1..];
-        }
-    }
-    steps
 }
 
 fn mark(node: &MarkedYaml) -> (usize, usize) {

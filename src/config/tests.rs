@@ -154,6 +154,24 @@ groups:
     );
 }
 
+/// Found by `cargo fuzz`: a key full of `[` and `]` once panicked the code that finds its line,
+/// and a key holding `.` was looked up in the wrong place. Problems are located by JSON pointer.
+#[test]
+fn keys_with_brackets_and_dots_are_located_exactly() {
+    check(
+        "# A model needs a model_path.\nmod[Z[[[+.KNF[[[[[[[[[w[[[]][0[[][[[: running\n",
+        expect![[r#"
+            hub.yaml:2:1: mod[Z[[[+.KNF[[[[[[[[[w[[[]][0[[][[[: unknown key `mod[Z[[[+.KNF[[[[[[[[[w[[[]][0[[][[[`
+            hub.yaml:2:1: missing required key `models`"#]],
+    );
+    check(
+        "models:\n  - name: a\n    model_path: a\n    env: {A: 1}\n    \"x.y\": 2\n",
+        expect![[r#"
+            hub.yaml:4:14: models[0].env.A: expected string, found 1
+            hub.yaml:5:5: models[0].x.y: unknown key `x.y`"#]],
+    );
+}
+
 /// A stable-toolchain cousin of the fuzz target in `fuzz/`: mutate every manifest in the repo
 /// (byte flips, YAML punctuation, cut, duplicated and dropped lines) and parse each mutant. Any
 /// panic fails the test. `HUB_FUZZ_ITERATIONS` runs more.
