@@ -192,21 +192,23 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
     let mut wanted = desired.models.iter().peekable();
     let mut running = observed.models.iter().peekable();
     loop {
-        let (name, spec, obs) = match (wanted.peek(), running.peek()) {
+        use std::cmp::Ordering;
+        let order = match (wanted.peek(), running.peek()) {
             (None, None) => break,
-            (Some((d, _)), Some((o, _))) if d == o => {
+            (Some((d, _)), Some((o, _))) => d.cmp(o),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        let (name, spec, obs) = match order {
+            Ordering::Equal => {
                 let ((name, spec), (_, obs)) = (wanted.next().unwrap(), running.next().unwrap());
                 (name, Some(spec), obs)
             }
-            (Some((d, _)), Some((o, _))) if o < d => {
-                let (name, obs) = running.next().unwrap();
-                (name, None, obs)
-            }
-            (Some(_), _) => {
+            Ordering::Less => {
                 let (name, spec) = wanted.next().unwrap();
                 (name, Some(spec), &*IDLE)
             }
-            (None, Some(_)) => {
+            Ordering::Greater => {
                 let (name, obs) = running.next().unwrap();
                 (name, None, obs)
             }

@@ -56,19 +56,22 @@ pub fn read(path: &Path) -> Result<Option<StateFile>, String> {
     Ok(Some(state))
 }
 
-/// Writes the state file atomically: a temp file beside it, flushed to disk, renamed over it. A
-/// crash at any point leaves either the old file or the new one, never half of one.
+/// Writes the state file atomically: a temp file beside it, renamed over it, so a daemon killed at
+/// any point leaves either the old file or the new one, never half of one.
+///
+/// Deliberately not fsynced. The file describes live processes, and what could lose an unsynced
+/// write (a power cut, a kernel crash) kills those processes too, so the next daemon finds only
+/// stale pids either way (and treats a damaged file as missing). Two fsyncs per change, in the
+/// loop that owns the state, cost most of a save's spawn time on an ordinary disk.
 pub fn write(path: &Path, state: &StateFile) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(format!(".state.json.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&temp)?);
         serde_json::to_writer_pretty(&mut file, state)?;
         file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
+        file.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&temp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
