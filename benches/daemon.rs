@@ -275,7 +275,13 @@ async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
             "-",
         );
     };
-    split_row("detect (file event, 30 ms debounce)", &detect);
+    split_row(
+        &format!(
+            "detect (file event, {} ms debounce)",
+            hub::watch::DEBOUNCE.as_millis()
+        ),
+        &detect,
+    );
     row(
         PART,
         "start 10: validate (read, hash, parse; timed in process), median (p95)",
