@@ -160,7 +160,7 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     }
 }
 
-/// Logs to stderr (for systemd and terminals) and to `<log_path>/hub.log`. `RUST_LOG` overrides
+/// Logs to stderr (for systemd and terminals; colored only on a terminal) and to `<log_path>/hub.log`. `RUST_LOG` overrides
 /// the config's `log_level`.
 fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
@@ -177,7 +177,11 @@ fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
         .unwrap_or_else(|_| EnvFilter::new(format!("hub={level},warn")));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)

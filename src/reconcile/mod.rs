@@ -1050,7 +1050,7 @@ impl Reconciler {
         tracing::info!(
             generation = report.generation,
             trigger = %report.trigger,
-            duration_ms = report.duration_ms,
+            duration_ms = %format_args!("{:.1}", report.duration_ms),
             started = ?report.started,
             stopped = ?report.stopped,
             restarted = ?report.restarted,
