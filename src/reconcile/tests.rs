@@ -50,6 +50,16 @@ struct FakeWorkers {
     epoch: Instant,
 }
 
+impl Behaviour {
+    /// Answers health at once; does nothing else unusual.
+    fn healthy() -> Behaviour {
+        Behaviour {
+            healthy_after: Some(Duration::ZERO),
+            ..Behaviour::default()
+        }
+    }
+}
+
 impl FakeWorkers {
     fn behave(&self, model: &str, behaviour: Behaviour) {
         let mut state = self.state.lock().unwrap();
@@ -293,6 +303,14 @@ fn model(handle: &Handle, name: &str) -> ModelStatus {
 }
 
 /// Advances virtual time in small steps until `check` holds; panics after `limit`.
+/// Waits (in paused time) for `name`'s worker to be ready.
+async fn ready(handle: &Handle, name: &str, limit: Duration) {
+    until(&format!("{name} ready"), limit, || {
+        model(handle, name).worker.phase == "ready"
+    })
+    .await;
+}
+
 async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -350,17 +368,8 @@ async fn retries_back_off_exponentially_and_reset_after_a_stable_run() {
     }
 
     // Now it starts; after running a while it crashes, and the first retry is quick again.
-    fake.behave(
-        "alpha",
-        Behaviour {
-            healthy_after: Some(Duration::ZERO),
-            ..Behaviour::default()
-        },
-    );
-    until("alpha ready", Duration::from_secs(60), || {
-        model(&handle, "alpha").worker.phase == "ready"
-    })
-    .await;
+    fake.behave("alpha", Behaviour::healthy());
+    ready(&handle, "alpha", Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     let before = fake.times("spawn alpha").len();
     fake.crash("alpha");
@@ -386,18 +395,9 @@ async fn a_crash_loop_backs_off_instead_of_spinning() {
     let (handle, fake) =
         start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
             .await;
-    fake.behave(
-        "alpha",
-        Behaviour {
-            healthy_after: Some(Duration::ZERO),
-            ..Behaviour::default()
-        },
-    );
+    fake.behave("alpha", Behaviour::healthy());
     for _ in 0..6 {
-        until("alpha ready", Duration::from_secs(120), || {
-            model(&handle, "alpha").worker.phase == "ready"
-        })
-        .await;
+        ready(&handle, "alpha", Duration::from_secs(120)).await;
         fake.crash("alpha");
         until("alpha crashed", Duration::from_secs(1), || {
             model(&handle, "alpha").worker.phase == "backoff"
@@ -471,17 +471,8 @@ async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_us
         "models:\n  - {name: alpha, model_path: a, engine: fake, state: running, idle_unload_after: 60s}\n",
     )
     .await;
-    fake.behave(
-        "alpha",
-        Behaviour {
-            healthy_after: Some(Duration::ZERO),
-            ..Behaviour::default()
-        },
-    );
-    until("alpha ready", Duration::from_secs(5), || {
-        model(&handle, "alpha").worker.phase == "ready"
-    })
-    .await;
+    fake.behave("alpha", Behaviour::healthy());
+    ready(&handle, "alpha", Duration::from_secs(5)).await;
     let (reply, answer) = oneshot::channel();
     handle
         .events
@@ -536,17 +527,8 @@ async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_us
 async fn a_stop_that_never_finishes_is_reported_not_waited_for() {
     let models = "models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n";
     let (handle, fake) = start_fake(models).await;
-    fake.behave(
-        "alpha",
-        Behaviour {
-            healthy_after: Some(Duration::ZERO),
-            ..Behaviour::default()
-        },
-    );
-    until("alpha ready", Duration::from_secs(5), || {
-        model(&handle, "alpha").worker.phase == "ready"
-    })
-    .await;
+    fake.behave("alpha", Behaviour::healthy());
+    ready(&handle, "alpha", Duration::from_secs(5)).await;
     fake.behave(
         "alpha",
         Behaviour {

@@ -7,19 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{TempHub, free_port, hub_bin, is_alive, names, pids, wait_until};
-
-const QUICK: &str = r#"
-log_path: {log_path}
-model_starting_port: {starting_port}
-engines:
-  quick:
-    command: ["{hub}", worker, --name, "{name}", --model-path, "{model_path}", --host, "{host}", --port, "{port}"]
-    health: {interval: 100ms, start_timeout: 3s}
-    stop_timeout: 500ms
-    load: {path: /load}
-    unload: {path: /unload}
-"#;
+use crate::support::{
+    QUICK_ENGINE, TempHub, free_port, hub_bin, is_alive, names, pids, wait_until,
+};
 
 const THREE: &str = "
 log_path: {log_path}
@@ -70,7 +60,7 @@ async fn fault_1_a_killed_ready_worker_is_restarted_and_counted() {
 async fn fault_2_a_worker_dying_during_startup_backs_off_up_to_the_cap_and_keeps_trying() {
     let hub = TempHub::start_with(
         &format!(
-            "{QUICK}models:
+            "{QUICK_ENGINE}models:
   - {{name: alpha, model_path: models/alpha.txt, engine: quick, state: running,
      args: [--start-delay, 200ms, --crash-after, 50ms]}}
 "
@@ -123,10 +113,13 @@ async fn fault_3_sigterm_ignored_means_sigkill_for_the_whole_group() {
   - {name: alpha, model_path: models/alpha.txt, engine: quick, state: running,
      args: [--ignore-sigterm, --fork-child]}
 ";
-    let hub = TempHub::start(&format!("{QUICK}{models}")).await;
+    let hub = TempHub::start(&format!("{QUICK_ENGINE}{models}")).await;
     hub.converged().await;
     assert_eq!(hub.workers().len(), 2, "worker and child");
-    hub.save_config(&format!("{QUICK}{}", models.replace("running", "stopped")));
+    hub.save_config(&format!(
+        "{QUICK_ENGINE}{}",
+        models.replace("running", "stopped")
+    ));
     let alpha = wait_until("alpha stopped", || async {
         let alpha = hub.model("alpha").await;
         (alpha["worker"]["phase"] == "stopped").then_some(alpha)
@@ -140,7 +133,7 @@ async fn fault_3_sigterm_ignored_means_sigkill_for_the_whole_group() {
 #[tokio::test]
 async fn fault_4_a_worker_never_healthy_times_out_and_leaves_no_process() {
     let hub = TempHub::start(&format!(
-        "{QUICK}models:
+        "{QUICK_ENGINE}models:
   - {{name: alpha, model_path: models/alpha.txt, engine: quick, state: running, args: [--fail-health]}}
 "
     ))
@@ -158,7 +151,7 @@ async fn fault_4_a_worker_never_healthy_times_out_and_leaves_no_process() {
         alpha["error"]
             .as_str()
             .unwrap()
-            .starts_with("start failed: worker not healthy at /health after 3s"),
+            .starts_with("start failed: worker not healthy at /health after 2s"),
         "{alpha:#}"
     );
     assert!(!is_alive(first));
@@ -271,7 +264,7 @@ async fn fault_7_a_daemon_killed_while_starting_workers_leaves_no_duplicate_or_o
   - {name: beta, model_path: models/beta.txt, engine: quick, state: loaded, args: [--start-delay, 1s]}
   - {name: gamma, model_path: models/gamma.txt, engine: quick, state: running}
 ";
-    let mut hub = TempHub::start(&format!("{QUICK}{models}")).await;
+    let mut hub = TempHub::start(&format!("{QUICK_ENGINE}{models}")).await;
     wait_until("alpha and beta starting", || async {
         let status = hub.status().await;
         let starting = status["models"]

@@ -3,23 +3,10 @@
 
 use serde_json::Value;
 
-use crate::support::{TempHub, is_alive, names, wait_until};
-
-/// The built-in worker as a named engine, with short timeouts and probes so tests are quick.
-const ENGINE: &str = r#"
-log_path: {log_path}
-model_starting_port: {starting_port}
-engines:
-  quick:
-    command: ["{hub}", worker, --name, "{name}", --model-path, "{model_path}", --host, "{host}", --port, "{port}"]
-    health: {interval: 100ms, start_timeout: 2s}
-    stop_timeout: 500ms
-    load: {path: /load}
-    unload: {path: /unload}
-"#;
+use crate::support::{QUICK_ENGINE, TempHub, is_alive, names, wait_until};
 
 async fn start(models: &str) -> TempHub {
-    TempHub::start(&format!("{ENGINE}{models}")).await
+    TempHub::start(&format!("{QUICK_ENGINE}{models}")).await
 }
 
 #[tokio::test]
@@ -87,7 +74,7 @@ async fn a_worker_that_ignores_sigterm_is_killed_with_its_whole_group() {
     assert_eq!(group.len(), 2, "the worker and its child: {group:?}");
 
     hub.save_config(&format!(
-        "{ENGINE}{}",
+        "{QUICK_ENGINE}{}",
         models.replace("state: running", "state: stopped")
     ));
     let alpha = wait_until("alpha stopped", || async {

@@ -320,6 +320,20 @@ pub fn free_port() -> u16 {
 }
 
 /// How long [`wait_until`] waits: generous, because CI machines are shared and slow.
+/// The built-in worker as a named engine with short probes and timeouts, so tests of failures
+/// are quick: prefix a test's `models:` with it.
+pub const QUICK_ENGINE: &str = r#"
+log_path: {log_path}
+model_starting_port: {starting_port}
+engines:
+  quick:
+    command: ["{hub}", worker, --name, "{name}", --model-path, "{model_path}", --host, "{host}", --port, "{port}"]
+    health: {interval: 100ms, start_timeout: 2s}
+    stop_timeout: 500ms
+    load: {path: /load}
+    unload: {path: /unload}
+"#;
+
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, or panics after [`TIMEOUT`] naming what it waited for.
