@@ -24,6 +24,19 @@ fn pid(model: &Value) -> u32 {
     model["worker"]["pid"].as_u64().expect("a pid") as u32
 }
 
+/// Every live process of the test is a worker the status shows, and every worker shown is live:
+/// no orphan, no duplicate. Every model in `status` must have a worker.
+fn one_process_per_model(hub: &TempHub, status: &Value, when: &str) {
+    let live: BTreeSet<u32> = hub.workers().into_iter().collect();
+    let shown: BTreeSet<u32> = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(pid)
+        .collect();
+    assert_eq!(live, shown, "{when}: one process per model, each known");
+}
+
 /// Shuts the daemon down and checks that nothing of it is left.
 async fn shutdown_leaves_nothing(mut hub: TempHub) {
     hub.shutdown().await;
@@ -279,14 +292,7 @@ async fn fault_7_a_daemon_killed_while_starting_workers_leaves_no_duplicate_or_o
     hub.kill_daemon();
     let hub = hub.restart().await;
     let status = hub.converged().await;
-    let live: BTreeSet<u32> = hub.workers().into_iter().collect();
-    let shown: BTreeSet<u32> = status["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(pid)
-        .collect();
-    assert_eq!(live, shown, "exactly one process per model, each known");
+    one_process_per_model(&hub, &status, "after the restart");
     shutdown_leaves_nothing(hub).await;
 }
 
@@ -353,14 +359,7 @@ async fn fault_9_a_missing_truncated_or_corrupt_state_file_costs_restarts_not_or
             Some(warning) => assert!(warnings.contains(warning), "{damage}: {warnings}"),
             None => assert_eq!(status["warnings"], serde_json::json!([]), "{damage}"),
         }
-        let live: BTreeSet<u32> = hub.workers().into_iter().collect();
-        let shown: BTreeSet<u32> = status["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(pid)
-            .collect();
-        assert_eq!(live, shown, "{damage}: no orphan, no duplicate");
+        one_process_per_model(&hub, &status, damage);
     }
     shutdown_leaves_nothing(hub).await;
 }
