@@ -1,5 +1,6 @@
 //! The loop's timing, tested with tokio's paused clock and [`FakeWorkers`]: start timeouts,
-//! backoff growth and reset, supersession, idle unload, bounded stops. Everything else about the
+//! backoff growth and reset, supersession, idle unload, bounded stops, stops before starts and the
+//! concurrency bound. Everything else about the
 //! loop is tested against real workers in `tests/it`.
 
 use std::collections::HashMap;
@@ -548,4 +549,73 @@ async fn a_stop_that_never_finishes_is_reported_not_waited_for() {
         alpha.error.as_deref(),
         Some("stop failed: the worker did not exit within 12s, even after SIGKILL")
     );
+}
+
+/// At most `max_concurrent` (8 here) actions run at once, and a save's stops all finish before
+/// any of its starts begins, so a start never finds its memory or port still held.
+#[tokio::test(start_paused = true)]
+async fn stops_go_before_starts_and_at_most_eight_run_at_once() {
+    let models = |running: std::ops::Range<usize>| {
+        let mut yaml = String::from("models:\n");
+        for i in 0..12 {
+            let state = if running.contains(&i) {
+                "running"
+            } else {
+                "stopped"
+            };
+            yaml.push_str(&format!(
+                "  - {{name: m{i:02}, model_path: a, engine: fake, state: {state}}}\n"
+            ));
+        }
+        yaml
+    };
+    let (handle, fake) = start_fake(&models(2..12)).await;
+    for i in 0..12 {
+        let slow = Behaviour {
+            healthy_after: Some(Duration::from_secs(1)),
+            ..Behaviour::default()
+        };
+        fake.behave(&format!("m{i:02}"), slow);
+    }
+    let converged = |generation: u64| {
+        let snapshot = handle.snapshot();
+        snapshot.status.summary == crate::status::Summary::Converged
+            && snapshot.status.observed_generation == generation
+    };
+    until("ten running", Duration::from_secs(30), || converged(1)).await;
+    let spawns: Vec<f64> = fake
+        .log()
+        .into_iter()
+        .filter(|(_, what)| what.starts_with("spawn"))
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(spawns.len(), 10);
+    let at_once = spawns.iter().filter(|t| **t < 0.5).count();
+    assert_eq!(
+        at_once, 8,
+        "eight start at once, two wait for a slot: {spawns:?}"
+    );
+
+    let before = fake.log().len();
+    // The models to start sort before those to stop: only the planner's waves order them.
+    save(&handle, &models(0..10));
+    until("m00 and m01 running", Duration::from_secs(30), || {
+        converged(2)
+    })
+    .await;
+    let log: Vec<String> = fake.log()[before..]
+        .iter()
+        .map(|(_, w)| w.clone())
+        .collect();
+    assert_eq!(
+        log.len(),
+        4,
+        "only the four changed models were touched: {log:?}"
+    );
+    let mut stops: Vec<&str> = log[..2].iter().map(String::as_str).collect();
+    stops.sort();
+    assert_eq!(stops, ["stop m10", "stop m11"], "stops first: {log:?}");
+    let mut starts: Vec<&str> = log[2..].iter().map(String::as_str).collect();
+    starts.sort();
+    assert_eq!(starts, ["spawn m00", "spawn m01"], "then starts: {log:?}");
 }
