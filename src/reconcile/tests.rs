@@ -1,7 +1,7 @@
 //! The loop's timing, tested with tokio's paused clock and [`FakeWorkers`]: start timeouts,
 //! backoff growth and reset, supersession, idle unload, bounded stops, stops before starts and the
-//! concurrency bound. Everything else about the
-//! loop is tested against real workers in `tests/it`.
+//! concurrency bound. Everything else about the loop is tested against real workers in
+//! `tests/it`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
