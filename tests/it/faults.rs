@@ -3,7 +3,7 @@
 //! hub's directory (its workers and their children) while running and after shutdown.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -37,6 +37,13 @@ fn one_process_per_model(hub: &TempHub, status: &Value, when: &str) {
     assert_eq!(live, shown, "{when}: one process per model, each known");
 }
 
+/// Prints how long the daemon took to settle after the fault (`-- --nocapture` shows it; the
+/// closing notes of fault work quote these lines).
+fn settled(scenario: &str, fault: Instant, what: &str) {
+    let ms = fault.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("{scenario}: {what} {ms:.0} ms after the fault");
+}
+
 /// Shuts the daemon down and checks that nothing of it is left.
 async fn shutdown_leaves_nothing(mut hub: TempHub) {
     hub.shutdown().await;
@@ -48,6 +55,7 @@ async fn fault_1_a_killed_ready_worker_is_restarted_and_counted() {
     let hub = TempHub::start(THREE).await;
     let before = pids(&hub.converged().await);
     let beta = before["beta"].unwrap() as i32;
+    let fault = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(beta),
         nix::sys::signal::Signal::SIGKILL,
@@ -59,6 +67,7 @@ async fn fault_1_a_killed_ready_worker_is_restarted_and_counted() {
         (beta["worker"]["restarts"] == 1 && status["summary"] == "converged").then_some(status)
     })
     .await;
+    settled("fault 1", fault, "converged");
     let after = pids(&status);
     assert_ne!(after["beta"], before["beta"]);
     assert_eq!(
@@ -113,10 +122,12 @@ async fn fault_2_a_worker_dying_during_startup_backs_off_up_to_the_cap_and_keeps
     let wait = at(&alpha["next_retry_at"]) - at(&status["timestamp"]);
     assert!(wait <= time::Duration::seconds(2), "next retry in {wait}");
     let seen = attempts();
+    let fault = Instant::now();
     wait_until("yet another attempt", || async {
         (attempts() > seen).then_some(())
     })
     .await;
+    settled("fault 2", fault, "next attempt at the 1 s cap");
     shutdown_leaves_nothing(hub).await;
 }
 
@@ -129,6 +140,7 @@ async fn fault_3_sigterm_ignored_means_sigkill_for_the_whole_group() {
     let hub = TempHub::start(&format!("{QUICK_ENGINE}{models}")).await;
     hub.converged().await;
     assert_eq!(hub.workers().len(), 2, "worker and child");
+    let fault = Instant::now();
     hub.save_config(&format!(
         "{QUICK_ENGINE}{}",
         models.replace("running", "stopped")
@@ -138,6 +150,7 @@ async fn fault_3_sigterm_ignored_means_sigkill_for_the_whole_group() {
         (alpha["worker"]["phase"] == "stopped").then_some(alpha)
     })
     .await;
+    settled("fault 3", fault, "killed (stop_timeout 500 ms)");
     assert_eq!(alpha["worker"]["exit_code"], 137);
     assert_eq!(hub.workers(), Vec::<u32>::new());
     shutdown_leaves_nothing(hub).await;
@@ -155,11 +168,13 @@ async fn fault_4_a_worker_never_healthy_times_out_and_leaves_no_process() {
         hub.model("alpha").await["worker"]["pid"].as_u64()
     })
     .await as u32;
+    let fault = Instant::now();
     let alpha = wait_until("alpha failed", || async {
         let alpha = hub.model("alpha").await;
         alpha["error"].is_string().then_some(alpha)
     })
     .await;
+    settled("fault 4", fault, "start timed out (2 s) and stopped");
     assert!(
         alpha["error"]
             .as_str()
@@ -206,12 +221,14 @@ models:
     );
 
     // Once the foreign process lets go, the fixed port works.
+    let fault = Instant::now();
     drop(foreign);
     wait_until("beta ready on its port", || async {
         let beta = hub.model("beta").await;
         (beta["worker"]["phase"] == "ready" && beta["worker"]["port"] == taken).then_some(())
     })
     .await;
+    settled("fault 5", fault, "converged once the port was freed");
     shutdown_leaves_nothing(hub).await;
 }
 
@@ -219,10 +236,12 @@ models:
 async fn fault_6_a_killed_daemon_is_replaced_without_reloading_anyone() {
     let mut hub = TempHub::start(THREE).await;
     let before = hub.converged().await;
+    let fault = Instant::now();
     hub.kill_daemon();
     assert_eq!(hub.workers().len(), 3, "workers outlive the daemon");
     let hub = hub.restart().await;
     let after = hub.converged().await;
+    settled("fault 6", fault, "restarted daemon converged");
     assert_eq!(pids(&after), pids(&before), "the same processes, adopted");
     for (model, old) in after["models"]
         .as_array()
@@ -289,9 +308,11 @@ async fn fault_7_a_daemon_killed_while_starting_workers_leaves_no_duplicate_or_o
         (starting == 2).then_some(())
     })
     .await;
+    let fault = Instant::now();
     hub.kill_daemon();
     let hub = hub.restart().await;
     let status = hub.converged().await;
+    settled("fault 7", fault, "restarted daemon converged");
     one_process_per_model(&hub, &status, "after the restart");
     shutdown_leaves_nothing(hub).await;
 }
@@ -326,8 +347,10 @@ async fn fault_8_a_recorded_pid_now_owned_by_a_stranger_is_left_alone() {
         "log_file": null
     }]);
     std::fs::write(&state_path, state.to_string()).unwrap();
+    let fault = Instant::now();
     let hub = hub.restart().await;
     hub.converged().await;
+    settled("fault 8", fault, "restarted daemon converged");
     assert!(is_alive(stranger.id()), "the stranger was signalled");
     assert_eq!(stranger.try_wait().unwrap(), None);
     stranger.kill().unwrap();
@@ -345,6 +368,7 @@ async fn fault_9_a_missing_truncated_or_corrupt_state_file_costs_restarts_not_or
         ("truncated", Some("is not a valid state file")),
         ("corrupt", Some("is not a valid state file")),
     ] {
+        let fault = Instant::now();
         hub.kill_daemon();
         let text = std::fs::read_to_string(&state_path).unwrap_or_default();
         match damage {
@@ -354,6 +378,11 @@ async fn fault_9_a_missing_truncated_or_corrupt_state_file_costs_restarts_not_or
         }
         hub = hub.restart().await;
         let status = hub.converged().await;
+        settled(
+            &format!("fault 9 ({damage})"),
+            fault,
+            "restarted daemon converged",
+        );
         let warnings = status["warnings"].to_string();
         match warning {
             Some(warning) => assert!(warnings.contains(warning), "{damage}: {warnings}"),
@@ -373,11 +402,13 @@ fn fault_10_an_unwritable_log_directory_is_a_clear_error_at_start() {
         "log_path: not-a-dir/logs\nmodels:\n  - {name: alpha, model_path: a.txt, state: running}\n",
     )
     .unwrap();
+    let fault = Instant::now();
     let out = std::process::Command::new(hub_bin())
         .args(["serve", "-f", "hub.yaml", "--port", "0"])
         .current_dir(dir.path())
         .output()
         .unwrap();
+    settled("fault 10", fault, "refused to start");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot create log_path"), "{stderr}");
@@ -437,7 +468,7 @@ async fn fault_11_racing_api_calls_and_saves_end_in_the_last_desired_state() {
     let last = 101;
     hub.save_config(&yaml(last));
     let sha = crate::support::sha256(&hub.render(&yaml(last)));
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let status = loop {
         let status = hub.status().await;
         if status["summary"] == "converged" && status["config"]["sha256"] == sha {
@@ -449,6 +480,7 @@ async fn fault_11_racing_api_calls_and_saves_end_in_the_last_desired_state() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    settled("fault 11", started, "converged on the last save");
     for model in status["models"].as_array().unwrap() {
         let i = models.iter().position(|m| model["name"] == *m).unwrap();
         let want = ["stopped", "running", "loaded"][(last + i) % 3];
