@@ -1,6 +1,7 @@
-//! Starting over after a daemon restart, crashed or not: find every worker an earlier daemon of
-//! this hub started (they carry its owner mark), adopt each that is the same process as its state
-//! file record, answers health and still matches hub.yaml, and stop the rest. A restart therefore
+//! Starting over after a daemon restart, crashed or not: restore the overrides whose hub.yaml
+//! entry did not change, find every worker an earlier daemon of this hub started (they carry its
+//! owner mark), adopt each that is the same process as its state file record, answers health and
+//! still matches hub.yaml (or its override), and stop the rest. A restart therefore
 //! reloads nobody's weights needlessly and leaves no orphan or duplicate; a pid now owned by an
 //! unrelated process carries no mark and is never signalled.
 
@@ -13,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::{DEFAULT_HOST, Desired, DesiredState, ModelName};
 use crate::engine::{self, Vars};
-use crate::observed::{MemoryState, ModelObserved, Observed};
-use crate::statefile::{self, Record};
+use crate::observed::{MemoryState, ModelObserved, Observed, Override};
+use crate::statefile::{self, OverrideRecord, Record};
 use crate::supervisor::{self, Found, Supervisor};
 
 /// What recovery found and did.
@@ -36,23 +37,28 @@ pub async fn recover(
 ) -> Recovered {
     let mut recovered = Recovered::default();
     let state_path = statefile::path(log_path);
-    let records: Vec<Record> = match statefile::read(&state_path) {
-        Ok(Some(state)) if state.owner == supervisor.owner() => state.workers,
+    let (records, overrides) = match statefile::read(&state_path) {
+        Ok(Some(state)) if state.owner == supervisor.owner() => (state.workers, state.overrides),
         Ok(Some(_)) => {
             recovered.warnings.push(format!(
                 "{} was written for another log_path; ignoring it",
                 state_path.display()
             ));
-            Vec::new()
+            Default::default()
         }
-        Ok(None) => Vec::new(),
+        Ok(None) => Default::default(),
         Err(reason) => {
             recovered.warnings.push(format!(
                 "{reason}; workers found running without a record are stopped and started afresh"
             ));
-            Vec::new()
+            Default::default()
         }
     };
+    // Overrides first: a worker an override keeps running is adopted although hub.yaml says
+    // `stopped`.
+    for (name, o) in restore_overrides(desired, &overrides) {
+        recovered.observed.models.entry(name).or_default().override_ = Some(o);
+    }
     let found = supervisor::discover(supervisor.owner());
     let record_of = |f: &Found| {
         records
@@ -70,10 +76,13 @@ pub async fn recover(
             Ok((name, record)) => match supervisor.adopt(&name, leader.pid, leader.start_time) {
                 Ok(()) => {
                     adopted_pgids.insert(leader.pgid);
-                    recovered
+                    let mut adopted = observed(desired, &name, record);
+                    adopted.override_ = recovered
                         .observed
                         .models
-                        .insert(name.clone(), observed(desired, &name, record));
+                        .remove(&name)
+                        .and_then(|o| o.override_);
+                    recovered.observed.models.insert(name.clone(), adopted);
                     recovered.adopted.push(name);
                 }
                 Err(e) => {
@@ -127,10 +136,14 @@ async fn adoptable<'a>(
         .models
         .get(&name)
         .ok_or("its model is no longer in hub.yaml")?;
-    if spec.state == DesiredState::Stopped {
+    let known = recovered.observed.models.get(&name);
+    let state = known
+        .and_then(|obs| obs.override_.as_ref())
+        .map_or(spec.state, |o| o.state);
+    if state == DesiredState::Stopped {
         return Err("its model is to be stopped".into());
     }
-    if recovered.observed.models.contains_key(&name) {
+    if known.is_some_and(|obs| obs.worker.pid.is_some()) {
         return Err("another worker of the model was adopted".into());
     }
     if record.spec_hash != spec.run.spec_hash() {
@@ -170,10 +183,21 @@ fn observed(desired: &Desired, name: &ModelName, record: &Record) -> ModelObserv
     obs
 }
 
-/// The state file's view of the observed state: every live worker with a known identity.
-pub fn records(observed: &Observed) -> Vec<Record> {
+/// The state file's view of the observed state: every live worker with a known identity, and
+/// every override.
+pub fn records(observed: &Observed) -> (Vec<Record>, Vec<OverrideRecord>) {
     let mut records = Vec::new();
+    let mut overrides = Vec::new();
     for (name, obs) in &observed.models {
+        if let Some(o) = &obs.override_ {
+            overrides.push(OverrideRecord {
+                model: name.to_string(),
+                state: o.state,
+                entry_hash: o.spec.entry_hash(),
+                at: crate::rfc3339(o.at),
+                by: o.by.to_string(),
+            });
+        }
         let w = &obs.worker;
         let (Some(pid), Some(start_time), Some(port), Some(run)) =
             (w.pid, w.start_time, w.port, w.run.as_ref())
@@ -193,5 +217,40 @@ pub fn records(observed: &Observed) -> Vec<Record> {
             log_file: w.log_file.as_ref().map(|p| p.display().to_string()),
         });
     }
-    records
+    (records, overrides)
+}
+
+/// The recorded overrides that still hold: their model is in hub.yaml with the very entry they
+/// were set against. Any other is cleared, as a change of the entry clears it while the daemon runs.
+fn restore_overrides(desired: &Desired, records: &[OverrideRecord]) -> Vec<(ModelName, Override)> {
+    let mut restored = Vec::new();
+    for record in records {
+        let Ok(name) = ModelName::new(&record.model) else {
+            continue;
+        };
+        let Some(spec) = desired.models.get(&name) else {
+            continue;
+        };
+        let by = ["start", "stop", "load", "unload"]
+            .into_iter()
+            .find(|verb| *verb == record.by);
+        let at = OffsetDateTime::parse(&record.at, &Rfc3339).ok();
+        if let (Some(by), Some(at)) = (by, at)
+            && record.entry_hash == spec.entry_hash()
+            && record.state != spec.state
+        {
+            let spec = spec.clone();
+            let state = record.state;
+            restored.push((
+                name,
+                Override {
+                    state,
+                    spec,
+                    at,
+                    by,
+                },
+            ));
+        }
+    }
+    restored
 }

@@ -15,6 +15,22 @@ pub struct StateFile {
     /// The owner id of the hub that wrote it (see `supervisor::owner_id`).
     pub owner: String,
     pub workers: Vec<Record>,
+    /// Imperative calls that contradict hub.yaml, kept across daemon restarts (SPEC section 4).
+    /// Absent in files written before overrides were recorded.
+    #[serde(default)]
+    pub overrides: Vec<OverrideRecord>,
+}
+
+/// A model's override: the state an API call set, and the hub.yaml entry it was set against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub model: String,
+    pub state: crate::config::DesiredState,
+    /// `ModelSpec::entry_hash` of the entry: a different entry clears the override.
+    pub entry_hash: String,
+    pub at: String,
+    /// The call that set it: `start`, `stop`, `load` or `unload`.
+    pub by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +118,13 @@ mod tests {
                 loaded: true,
                 on_demand: false,
                 log_file: None,
+            }],
+            overrides: vec![OverrideRecord {
+                model: "beta".into(),
+                state: crate::config::DesiredState::Stopped,
+                entry_hash: "e".into(),
+                at: "2026-11-23T00:00:00Z".into(),
+                by: "stop".into(),
             }],
         };
         write(&path, &state).unwrap();

@@ -113,7 +113,7 @@ pub struct Settings {
 }
 
 /// One model as the operator wants it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSpec {
     pub name: ModelName,
     pub model_type: Option<String>,
@@ -134,6 +134,15 @@ pub struct RunSpec {
     pub port: Option<u16>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+}
+
+impl ModelSpec {
+    /// A digest of the whole entry: an override recorded in the state file holds after a
+    /// daemon restart only while the entry it was made against is unchanged.
+    pub fn entry_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a model spec is plain data");
+        crate::sha256_hex(&json)
+    }
 }
 
 impl RunSpec {

@@ -281,7 +281,10 @@ pub struct Reconciler {
     /// reads the status next sees its effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
     /// What the state file last said, so it is written only when that changes.
-    recorded: Option<Vec<crate::statefile::Record>>,
+    recorded: Option<(
+        Vec<crate::statefile::Record>,
+        Vec<crate::statefile::OverrideRecord>,
+    )>,
 }
 
 /// Builds the loop around an already validated desired state. `workers` reach the processes
@@ -1266,7 +1269,8 @@ impl Reconciler {
         let state = crate::statefile::StateFile {
             version: crate::statefile::VERSION,
             owner: self.options.owner.clone(),
-            workers: records.clone(),
+            workers: records.0.clone(),
+            overrides: records.1.clone(),
         };
         match crate::statefile::write(path, &state) {
             Ok(()) => self.recorded = Some(records),

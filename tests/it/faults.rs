@@ -289,6 +289,58 @@ async fn fault_6_a_killed_daemon_is_replaced_without_reloading_anyone() {
     shutdown_leaves_nothing(hub).await;
 }
 
+/// An operator's imperative calls are part of the desired state (SPEC section 4): a daemon
+/// restart keeps them, and a hub.yaml entry changed while the daemon was down clears its own.
+#[tokio::test]
+async fn fault_6_overrides_survive_a_daemon_restart_until_their_entry_changes() {
+    let four =
+        format!("{THREE}  - {{name: delta, model_path: models/alpha.txt, state: stopped}}\n");
+    let mut hub = TempHub::start(&four).await;
+    hub.converged().await;
+    assert_eq!(hub.post("/hub/models/beta/stop", "").await.0, 202);
+    assert_eq!(hub.post("/hub/models/gamma/unload", "").await.0, 202);
+    assert_eq!(hub.post("/hub/models/delta/start", "").await.0, 202);
+    let before = wait_until("beta stopped, gamma unloaded, delta started", || async {
+        let status = hub.status().await;
+        let (beta, gamma) = (hub.model("beta").await, hub.model("gamma").await);
+        (status["summary"] == "converged"
+            && beta["worker"]["phase"] == "stopped"
+            && gamma["memory"]["state"] == "unloaded")
+            .then(|| pids(&status))
+    })
+    .await;
+    assert!(before["delta"].is_some());
+
+    hub.kill_daemon();
+    let mut hub = hub.restart().await;
+    let after = hub.converged().await;
+    let report = &after["last_reconcile"];
+    assert_eq!(report["started"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["loaded"], serde_json::json!([]), "{report:#}");
+    let (beta, gamma) = (hub.model("beta").await, hub.model("gamma").await);
+    assert_eq!(beta["worker"]["phase"], "stopped", "{beta:#}");
+    assert_eq!(beta["override"]["state"], "stopped");
+    assert_eq!(gamma["memory"]["state"], "unloaded", "{gamma:#}");
+    assert_eq!(gamma["override"]["state"], "running");
+    let now = pids(&after);
+    assert_eq!(
+        (now["alpha"], now["gamma"]),
+        (before["alpha"], before["gamma"])
+    );
+
+    // beta's entry changes while no daemon runs: its override is gone, gamma's stays.
+    hub.kill_daemon();
+    hub.save_config(&four.replace("models/beta.txt", "models/alpha.txt"));
+    let hub = hub.restart().await;
+    hub.converged().await;
+    let (beta, gamma) = (hub.model("beta").await, hub.model("gamma").await);
+    assert_eq!(beta["worker"]["phase"], "ready", "{beta:#}");
+    assert!(beta["override"].is_null(), "{beta:#}");
+    assert_eq!(gamma["override"]["state"], "running", "{gamma:#}");
+    assert_eq!(gamma["worker"]["pid"], before["gamma"].unwrap());
+    shutdown_leaves_nothing(hub).await;
+}
+
 #[tokio::test]
 async fn fault_7_a_daemon_killed_while_starting_workers_leaves_no_duplicate_or_orphan() {
     let models = "models:
