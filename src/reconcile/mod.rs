@@ -1338,6 +1338,14 @@ impl Reconciler {
                 stops.spawn(workers.stop(&name, engine.stop_timeout, None));
             }
             while stops.join_next().await.is_some() {}
+            // Their exits are not read any more: record them here, so the state file written
+            // below names no process that is gone.
+            for obs in self.observed.models.values_mut() {
+                obs.worker.phase = Phase::Stopped;
+                obs.worker.pid = None;
+                obs.worker.start_time = None;
+                obs.memory = Default::default();
+            }
         }
         let now = self.clock.now();
         let plan = plan::plan(&self.desired, &self.observed, now);

@@ -44,10 +44,18 @@ fn settled(scenario: &str, fault: Instant, what: &str) {
     eprintln!("{scenario}: {what} {ms:.0} ms after the fault");
 }
 
-/// Shuts the daemon down and checks that nothing of it is left.
+/// Shuts the daemon down and checks that nothing of it is left, in the process table or in the
+/// state file.
 async fn shutdown_leaves_nothing(mut hub: TempHub) {
     hub.shutdown().await;
     assert_eq!(hub.workers(), Vec::<u32>::new(), "processes leaked");
+    let state = std::fs::read_to_string(hub.dir.path().join("logs/state.json")).unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        state["workers"],
+        serde_json::json!([]),
+        "the state file names no process"
+    );
 }
 
 #[tokio::test]
