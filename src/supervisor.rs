@@ -278,21 +278,11 @@ pub struct Found {
 
 /// Every live process marked with `owner`, found through `/proc`.
 pub fn discover(owner: &str) -> Vec<Found> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mark = format!("{OWNER_VAR}={owner}");
     let model_prefix = format!("{MODEL_VAR}=");
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+    for pid in all_pids() {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
@@ -307,7 +297,7 @@ pub fn discover(owner: &str) -> Vec<Found> {
         let (Some(start_time), Some(pgid)) = (process_start_time(pid), process_group(pid)) else {
             continue;
         };
-        if is_zombie(pid) {
+        if !is_alive(pid) {
             continue;
         }
         found.push(Found {
@@ -325,7 +315,7 @@ pub fn discover(owner: &str) -> Vec<Found> {
 /// Signals go only while the leader is still the process that was found, or, once it is gone, to
 /// what is left of its group (which only marked processes can be in).
 pub async fn stop_found(found: &Found, timeout: Duration) {
-    let alive = || process_start_time(found.pid) == Some(found.start_time) && !is_zombie(found.pid);
+    let alive = || process_start_time(found.pid) == Some(found.start_time) && is_alive(found.pid);
     if alive() {
         signal_group(found.pgid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -363,8 +353,20 @@ pub fn process_group(pid: u32) -> Option<u32> {
     stat_field(pid, 5)?.parse().ok()
 }
 
-fn is_zombie(pid: u32) -> bool {
-    stat_field(pid, 3).is_some_and(|state| state == "Z")
+/// Whether `pid` is a live process: it exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z")
+}
+
+/// Every process's pid, from `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 mod pidfd {

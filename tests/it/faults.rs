@@ -388,16 +388,7 @@ async fn fault_8_a_recorded_pid_now_owned_by_a_stranger_is_left_alone() {
         .arg("300")
         .spawn()
         .unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", stranger.id())).unwrap();
-    let start_time: u64 = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start_time = hub::supervisor::process_start_time(stranger.id()).unwrap();
     let state_path = hub.dir.path().join("logs/state.json");
     let mut state: Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();

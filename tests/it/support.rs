@@ -282,32 +282,16 @@ pub fn processes_in(dir: &Path) -> Vec<u32> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();
     };
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) && is_alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    hub::supervisor::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+                && is_alive(*pid)
+        })
+        .collect()
 }
 
-/// Whether `pid` is a live process (not a zombie).
-pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+pub use hub::supervisor::is_alive;
 
 /// A port that was free a moment ago, used as `model_starting_port` so concurrent tests'
 /// workers start in different places.
