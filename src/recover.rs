@@ -231,9 +231,7 @@ fn restore_overrides(desired: &Desired, records: &[OverrideRecord]) -> Vec<(Mode
         let Some(spec) = desired.models.get(&name) else {
             continue;
         };
-        let by = ["start", "stop", "load", "unload"]
-            .into_iter()
-            .find(|verb| *verb == record.by);
+        let by = crate::reconcile::Verb::parse(&record.by).map(crate::reconcile::Verb::as_str);
         let at = OffsetDateTime::parse(&record.at, &Rfc3339).ok();
         if let (Some(by), Some(at)) = (by, at)
             && record.entry_hash == spec.entry_hash()
