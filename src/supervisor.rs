@@ -23,6 +23,46 @@ use crate::config::ModelName;
 /// Worker logs larger than this are rotated to `<name>.log.1` when the worker starts.
 pub const LOG_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The folder under `log_path` that holds the workers' logs, apart from the daemon's own files
+/// (`hub.log`, `state.json`), so no model name can write into them.
+pub const WORKER_LOG_DIR: &str = "workers";
+
+/// The log file of model `name`'s worker: `<log_path>/workers/<name>.log`.
+pub fn worker_log(log_path: &Path, name: &ModelName) -> PathBuf {
+    log_path.join(WORKER_LOG_DIR).join(format!("{name}.log"))
+}
+
+/// The variables a worker inherits from the daemon: what a program needs to run at all (where
+/// programs and libraries are, whose home, which language and time zone) and which devices it
+/// may use. Nothing else passes, so the daemon's secrets (`HUB_TOKEN`, inference keys) and
+/// whatever else its environment holds never reach a third-party server or its log; hub.yaml's
+/// `env` (the engine's and the model's) adds what a worker needs beyond these.
+const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "XDG_RUNTIME_DIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+];
+
+/// Whether the daemon's variable `key` passes to its workers; see [`INHERITED_ENV`].
+pub fn inherited(key: &str) -> bool {
+    INHERITED_ENV.contains(&key) || key.starts_with("LC_")
+}
+
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitInfo {
@@ -99,8 +139,9 @@ impl Supervisor {
         &self.owner
     }
 
-    /// Starts a worker. It runs in its own process group with stdin closed and stdout and stderr
-    /// appended to `<log_dir>/<name>.log`.
+    /// Starts a worker. It runs in its own process group with stdin closed, stdout and stderr
+    /// appended to [`worker_log`], and a clean environment: the [`inherited`] basics, the
+    /// request's `env`, and the owner mark.
     pub fn spawn(&self, request: SpawnRequest<'_>) -> anyhow::Result<Spawned> {
         let name = request.name.clone();
         if self.pid(&name).is_some() {
@@ -109,10 +150,10 @@ impl Supervisor {
         let Some((program, args)) = request.argv.split_first() else {
             bail!("the engine's command is empty");
         };
-        std::fs::create_dir_all(request.log_dir).with_context(|| {
-            format!("cannot create log directory {}", request.log_dir.display())
-        })?;
-        let log_file = request.log_dir.join(format!("{name}.log"));
+        let log_file = worker_log(request.log_dir, &name);
+        let log_dir = log_file.parent().unwrap_or(request.log_dir);
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("cannot create log directory {}", log_dir.display()))?;
         rotate_if_large(&log_file);
         let log = OpenOptions::new()
             .create(true)
@@ -126,6 +167,8 @@ impl Supervisor {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited)))
             .envs(request.env.iter().map(|(k, v)| (k, v)))
             .env(OWNER_VAR, &*self.owner)
             .env(MODEL_VAR, name.as_str())
@@ -311,11 +354,17 @@ pub fn discover(owner: &str) -> Vec<Found> {
     found
 }
 
-/// Stops a marked process group that no daemon watches: SIGTERM, then SIGKILL after `timeout`.
-/// Signals go only while the leader is still the process that was found, or, once it is gone, to
-/// what is left of its group (which only marked processes can be in).
-pub async fn stop_found(found: &Found, timeout: Duration) {
+/// Stops a marked process group that no daemon watches: the engine's `stop_command` if its
+/// record named one, SIGTERM, then SIGKILL after `timeout`. Signals go only while the leader is
+/// still the process that was found, or, once it is gone, to what is left of its group (which
+/// only marked processes can be in).
+pub async fn stop_found(found: &Found, timeout: Duration, stop_command: Option<Vec<String>>) {
     let alive = || process_start_time(found.pid) == Some(found.start_time) && is_alive(found.pid);
+    if let Some(argv) = stop_command
+        && alive()
+    {
+        run_stop_command(&argv, timeout).await;
+    }
     if alive() {
         signal_group(found.pgid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + timeout;

@@ -1,4 +1,4 @@
-//! `GET /hub/models/{name}/logs`: the end of a worker's log file (`<log_path>/<name>.log`), or
+//! `GET /hub/models/{name}/logs`: the end of a worker's log file (`<log_path>/workers/<name>.log`), or
 //! what was appended since an offset, for `hub logs NAME [-f]`.
 //!
 //! Reads are bounded: at most [`MAX_TAIL`] lines, and at most [`MAX_READ`] bytes per answer, read
@@ -63,14 +63,11 @@ pub(super) async fn logs(
     }
     let path = match &model.worker.log_file {
         Some(file) => PathBuf::from(file),
-        // The model is known, so its name is a slug: safe as a file name.
-        None => state
-            .hub
-            .snapshot()
-            .desired
-            .settings
-            .log_path
-            .join(format!("{name}.log")),
+        None => {
+            // The model is known, so its name is a slug: safe as a file name.
+            let name = crate::config::ModelName::new(&name).map_err(ApiError::bad_request)?;
+            crate::supervisor::worker_log(&state.hub.snapshot().desired.settings.log_path, &name)
+        }
     };
     let since = query.since;
     let read = tokio::task::spawn_blocking(move || match since {

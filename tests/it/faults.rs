@@ -98,7 +98,7 @@ async fn fault_2_a_worker_dying_during_startup_backs_off_up_to_the_cap_and_keeps
         &["--max-backoff", "1s"],
     )
     .await;
-    let log = hub.dir.path().join("logs/alpha.log");
+    let log = hub.dir.path().join("logs/workers/alpha.log");
     let attempts = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

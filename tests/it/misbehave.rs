@@ -89,7 +89,7 @@ async fn a_worker_that_ignores_sigterm_is_killed_with_its_whole_group() {
         Vec::<u32>::new(),
         "the forked child went too"
     );
-    let log = std::fs::read_to_string(hub.dir.path().join("logs/alpha.log")).unwrap();
+    let log = std::fs::read_to_string(hub.dir.path().join("logs/workers/alpha.log")).unwrap();
     assert!(log.contains("ignoring SIGTERM"), "{log}");
 }
 
