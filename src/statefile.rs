@@ -47,6 +47,10 @@ pub struct Record {
     pub loaded: bool,
     pub on_demand: bool,
     pub log_file: Option<String>,
+    /// The engine's `stop_command`, rendered for this worker, so a daemon that does not adopt it
+    /// still stops it the engine's way (a container too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_command: Option<Vec<String>>,
 }
 
 pub fn path(log_path: &Path) -> PathBuf {
@@ -95,6 +99,55 @@ pub fn write(path: &Path, state: &StateFile) -> std::io::Result<()> {
     result
 }
 
+/// The lock a daemon holds on its `log_path` for as long as it runs: `<log_path>/hub.lock`.
+pub fn lock_path(log_path: &Path) -> PathBuf {
+    log_path.join("hub.lock")
+}
+
+/// Held while the daemon runs; the lock goes with the process, however it ends.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock on `log_path`, so no two daemons share one: they would adopt each
+/// other's workers, start duplicates on an edit, and stop each other's workers on shutdown.
+/// Fails at once, naming the pid that holds it.
+pub fn lock(log_path: &Path) -> anyhow::Result<Lock> {
+    use anyhow::Context;
+    use std::io::{Read, Seek};
+    let path = lock_path(log_path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("hub (pid {pid})"),
+            };
+            anyhow::bail!(
+                "{holder} already runs with log_path {}: two daemons on one log_path would adopt and stop each other's workers. Stop it (`hub stop`), or give this one another `log_path`",
+                log_path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(Lock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +171,7 @@ mod tests {
                 loaded: true,
                 on_demand: false,
                 log_file: None,
+                stop_command: Some(vec!["docker".into(), "stop".into(), "hub-alpha".into()]),
             }],
             overrides: vec![OverrideRecord {
                 model: "beta".into(),
@@ -134,5 +188,18 @@ mod tests {
         assert!(error.contains("is not a valid state file"), "{error}");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn a_second_lock_on_one_log_path_fails_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let error = lock(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("hub (pid {}) already runs", std::process::id())),
+            "{error}"
+        );
+        drop(held);
+        lock(dir.path()).expect("the lock is free once its holder is gone");
     }
 }

@@ -156,5 +156,7 @@ fn is_ours(path: &Path) -> bool {
         .unwrap_or_default();
     path.extension().is_some_and(|e| e == "log")
         || name == "state.json"
+        || name == "hub.lock"
+        || name == "hub.pid"
         || name.starts_with(".state.json.")
 }

@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             settings.log_path.display()
         )
     })?;
+    let _lock = statefile::lock(&settings.log_path)?;
     init_tracing(&settings.log_path, settings.log_level.as_str())?;
 
     let host = args.host.unwrap_or(settings.host.clone());
