@@ -17,6 +17,19 @@ pub struct Vars<'a> {
     pub hub: &'a str,
 }
 
+impl<'a> Vars<'a> {
+    /// The values for model `name`'s worker started from `run` on `port` (on loopback).
+    pub fn of(name: &'a str, run: &'a RunSpec, port: u16, hub: &'a str) -> Vars<'a> {
+        Vars {
+            name,
+            model_path: &run.model_path,
+            port,
+            host: crate::config::DEFAULT_HOST,
+            hub,
+        }
+    }
+}
+
 /// Substitutes placeholders in one template string. Unknown `{...}` text is left as it is, so
 /// JSON bodies with braces pass through.
 pub fn render(template: &str, vars: &Vars) -> String {
@@ -36,6 +49,12 @@ pub fn argv(run: &RunSpec, vars: &Vars) -> Vec<String> {
         .chain(run.args.iter())
         .map(|t| render(t, vars))
         .collect()
+}
+
+/// The engine's `stop_command`, rendered, if it has one: run before every stop of the worker.
+pub fn stop_argv(run: &RunSpec, vars: &Vars) -> Option<Vec<String>> {
+    let argv = run.engine.stop_command.as_ref()?;
+    Some(argv.iter().map(|t| render(t, vars)).collect())
 }
 
 /// An HTTP client for loopback calls to workers: no proxy, short connect timeout.

@@ -297,6 +297,11 @@ fn plan_model(
         }
         Phase::Failed | Phase::Stopped | Phase::Starting | Phase::Stopping => {
             if let Some(until) = obs.next_retry_at.filter(|t| *t > now) {
+                // A worker judged dead while its process lives (hung) goes now, freeing its port
+                // and memory; it comes back when the backoff ends.
+                if phase == Phase::Failed && obs.worker.pid.is_some() {
+                    plan.actions.push(Action::Stop);
+                }
                 plan.waiting = Some(Wait::Backoff(until));
                 return plan;
             }
@@ -314,6 +319,12 @@ fn plan_model(
     }
 
     if !spec.run.engine.has_memory_control() {
+        return plan;
+    }
+    // A load or unload that failed waits out its backoff like a start does (a spec change, which
+    // restarts the worker, clears the backoff).
+    if !fresh && let Some(until) = obs.next_retry_at.filter(|t| *t > now) {
+        plan.waiting = Some(Wait::Backoff(until));
         return plan;
     }
     let loaded = !fresh && obs.memory.state == MemoryState::Loaded;

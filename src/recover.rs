@@ -87,32 +87,35 @@ pub async fn recover(
                 }
                 Err(e) => {
                     tracing::warn!(model = %name, pid = leader.pid, "cannot adopt: {e:#}");
-                    to_stop.push(leader.clone());
+                    to_stop.push((leader.clone(), record_of(leader).cloned()));
                 }
             },
             Err(why) => {
                 tracing::info!(model = %leader.model, pid = leader.pid, "not adopting: {why}");
-                to_stop.push(leader.clone());
+                to_stop.push((leader.clone(), record_of(leader).cloned()));
             }
         }
     }
     // Children of workers that were not adopted, whose leader may already be gone.
     for child in found.iter().filter(|f| f.pid != f.pgid) {
-        if !adopted_pgids.contains(&child.pgid) && !to_stop.iter().any(|s| s.pgid == child.pgid) {
-            to_stop.push(child.clone());
+        if !adopted_pgids.contains(&child.pgid)
+            && !to_stop.iter().any(|(s, _)| s.pgid == child.pgid)
+        {
+            to_stop.push((child.clone(), None));
         }
     }
 
     let mut stops = tokio::task::JoinSet::new();
-    for stray in to_stop.clone() {
+    for (stray, record) in to_stop.clone() {
         let timeout = ModelName::new(&stray.model)
             .ok()
             .and_then(|n| desired.models.get(&n))
             .map_or(Duration::from_secs(10), |s| s.run.engine.stop_timeout);
-        stops.spawn(async move { supervisor::stop_found(&stray, timeout).await });
+        let stop_command = record.and_then(|r| r.stop_command);
+        stops.spawn(async move { supervisor::stop_found(&stray, timeout, stop_command).await });
     }
     while stops.join_next().await.is_some() {}
-    recovered.stopped = to_stop;
+    recovered.stopped = to_stop.into_iter().map(|(found, _)| found).collect();
     if !recovered.adopted.is_empty() || !recovered.stopped.is_empty() {
         tracing::info!(
             adopted = ?recovered.adopted,
@@ -185,7 +188,7 @@ fn observed(desired: &Desired, name: &ModelName, record: &Record) -> ModelObserv
 
 /// The state file's view of the observed state: every live worker with a known identity, and
 /// every override.
-pub fn records(observed: &Observed) -> (Vec<Record>, Vec<OverrideRecord>) {
+pub fn records(observed: &Observed, hub_exe: &str) -> (Vec<Record>, Vec<OverrideRecord>) {
     let mut records = Vec::new();
     let mut overrides = Vec::new();
     for (name, obs) in &observed.models {
@@ -215,6 +218,10 @@ pub fn records(observed: &Observed) -> (Vec<Record>, Vec<OverrideRecord>) {
             loaded: obs.memory.state == MemoryState::Loaded,
             on_demand: obs.memory.on_demand,
             log_file: w.log_file.as_ref().map(|p| p.display().to_string()),
+            stop_command: crate::engine::stop_argv(
+                run,
+                &crate::engine::Vars::of(name.as_str(), run, port, hub_exe),
+            ),
         });
     }
     (records, overrides)

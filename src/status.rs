@@ -82,7 +82,53 @@ pub struct Report {
 pub struct FailedAction {
     pub model: String,
     pub action: String,
+    /// The latest error of this action on this model.
     pub error: String,
+    /// How often the action failed on this model during this reconcile: one entry per model and
+    /// action, however often a retry fails, so the report stays small.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Report {
+    /// Records a failure: a model and action already listed get the new error and a count.
+    pub fn add_failure(&mut self, model: &str, action: &str, error: String) {
+        match self
+            .failed
+            .iter_mut()
+            .find(|f| f.model == model && f.action == action)
+        {
+            Some(failed) => {
+                failed.error = error;
+                failed.count += 1;
+            }
+            None => self.failed.push(FailedAction {
+                model: model.to_string(),
+                action: action.to_string(),
+                error,
+                count: 1,
+            }),
+        }
+    }
+
+    /// Records a success in the action's list; a model is listed once however often it acted.
+    pub fn add_success(&mut self, model: &str, action: &crate::plan::Action) {
+        use crate::plan::Action;
+        let list = match action {
+            Action::Start => &mut self.started,
+            Action::Stop => &mut self.stopped,
+            Action::Restart { .. } => &mut self.restarted,
+            Action::Load => &mut self.loaded,
+            Action::Unload { .. } => &mut self.unloaded,
+        };
+        if !list.iter().any(|m| m == model) {
+            list.push(model.to_string());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -274,5 +320,25 @@ pub fn build(inputs: Inputs<'_>) -> Status {
         models,
         groups,
         warnings: inputs.warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+    use crate::plan::Action;
+
+    #[test]
+    fn a_report_lists_each_model_and_failing_action_once() {
+        let mut report = Report::default();
+        for i in 0..1000 {
+            report.add_failure("alpha", "load", format!("attempt {i} failed"));
+            report.add_success("beta", &Action::Restart { why: vec![] });
+        }
+        report.add_failure("alpha", "unload", "busy".into());
+        assert_eq!(report.failed.len(), 2);
+        assert_eq!(report.failed[0].count, 1000);
+        assert_eq!(report.failed[0].error, "attempt 999 failed");
+        assert_eq!(report.restarted, ["beta"]);
     }
 }

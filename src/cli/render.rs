@@ -259,7 +259,10 @@ pub fn report_summary(report: &Report) -> String {
         let failed: Vec<String> = report
             .failed
             .iter()
-            .map(|f| format!("{} ({}: {})", f.model, f.action, f.error))
+            .map(|f| match f.count {
+                0 | 1 => format!("{} ({}: {})", f.model, f.action, f.error),
+                n => format!("{} ({}, {n} times: {})", f.model, f.action, f.error),
+            })
             .collect();
         parts.push(format!("failed {}", failed.join(", ")));
     }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Event;
 use super::workers::Workers;
-use crate::config::{DEFAULT_HOST, Engine, HttpCall, ModelName, ModelSpec, RunSpec};
+use crate::config::{Engine, HttpCall, ModelName, ModelSpec, RunSpec};
 use crate::engine::{self, Request, Vars};
 use crate::observed::MemoryState;
 use crate::plan::Action;
@@ -129,13 +129,7 @@ pub async fn run(mut job: Job, ctx: Arc<Context>) {
 }
 
 fn vars<'a>(name: &'a ModelName, run: &'a RunSpec, port: u16, hub: &'a str) -> Vars<'a> {
-    Vars {
-        name: name.as_str(),
-        model_path: &run.model_path,
-        port,
-        host: DEFAULT_HOST,
-        hub,
-    }
+    Vars::of(name.as_str(), run, port, hub)
 }
 
 /// Resolves when the job is superseded; never if the loop is gone.
@@ -151,13 +145,10 @@ async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), St
         .running
         .as_ref()
         .map_or_else(|| Arc::new(Engine::builtin()), |r| r.engine.clone());
-    let stop_command = match (&engine.stop_command, &job.running) {
-        (Some(argv), Some(run)) => {
-            let vars = vars(&job.name, run, job.current_port.unwrap_or(0), &ctx.hub_exe);
-            Some(argv.iter().map(|t| engine::render(t, &vars)).collect())
-        }
-        _ => None,
-    };
+    let stop_command = job.running.as_ref().and_then(|run| {
+        let vars = vars(&job.name, run, job.current_port.unwrap_or(0), &ctx.hub_exe);
+        engine::stop_argv(run, &vars)
+    });
     // stop_command, SIGTERM and SIGKILL each get their time; past that the process is stuck
     // in the kernel and we say so rather than wait forever.
     let bound = engine.stop_timeout * 2 + KILL_GRACE;
@@ -205,12 +196,13 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
         run: run.clone(),
     });
     let url = engine::url(&vars, &run.engine.health.path);
+    let stop_command = engine::stop_argv(&run, &vars);
     let ready = wait_ready(job, ctx, &run.engine, url).await;
     if let Err(error) = ready {
         // Never leave a half-started worker behind.
         let exit = ctx
             .workers
-            .stop(&job.name, run.engine.stop_timeout, None)
+            .stop(&job.name, run.engine.stop_timeout, stop_command)
             .await;
         return Err(match error {
             StepError::Failed(e) => {

@@ -25,7 +25,7 @@ use crate::events::{HubEvent, Journal};
 use crate::observed::{ActionError, MemoryState, ModelObserved, Observed, Override, Phase, Time};
 use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
-use crate::status::{self, ConfigStatus, FailedAction, RejectedEdit, Report, Status};
+use crate::status::{self, ConfigStatus, RejectedEdit, Report, Status};
 use crate::supervisor::Exit;
 use crate::{rfc3339, sha256_hex};
 
@@ -244,6 +244,8 @@ struct InFlight {
     port: Option<u16>,
     /// The spec the job works towards; a newer, different one cancels it.
     spec: Option<ModelSpec>,
+    /// Whether the job only loads weights into a running worker (an unload supersedes it).
+    only_load: bool,
     cancel: watch::Sender<bool>,
 }
 
@@ -591,13 +593,7 @@ impl Reconciler {
                 continue;
             }
             probing.in_progress = true;
-            let vars = crate::engine::Vars {
-                name: name.as_str(),
-                model_path: &run.model_path,
-                port,
-                host: crate::config::DEFAULT_HOST,
-                hub: &self.executor.hub_exe,
-            };
+            let vars = crate::engine::Vars::of(name.as_str(), run, port, &self.executor.hub_exe);
             let probe = self
                 .executor
                 .workers
@@ -796,6 +792,12 @@ impl Reconciler {
             // A fresh imperative call is not held back by an earlier failure's backoff.
             obs.next_retry_at = None;
         }
+        // A stop supersedes any start or load in flight; an unload, a load in flight.
+        if let Some(job) = self.in_flight.get(&name)
+            && (verb == Verb::Stop || (verb == Verb::Unload && job.only_load))
+        {
+            let _ = job.cancel.send(true);
+        }
         let plan = plan::plan(&self.desired, &self.observed, now);
         let model_plan = plan.get(name.as_str()).cloned();
         if let Some(ModelPlan {
@@ -860,10 +862,15 @@ impl Reconciler {
                     message = format!("stopped: exit code {}", exit.code_or_signal());
                 }
                 note(&self.journal, now, Some(&name), "phase", message);
-                obs.worker.phase = Phase::Stopped;
+                // A hung worker stopped during its backoff stays failed until its retry.
+                if obs.next_retry_at.is_some() {
+                    obs.worker.phase = Phase::Failed;
+                } else {
+                    obs.worker.phase = Phase::Stopped;
+                    obs.worker.crashed = false;
+                }
                 obs.worker.pid = None;
                 obs.worker.start_time = None;
-                obs.worker.crashed = false;
                 obs.memory = Default::default();
                 obs.unload_requested = false;
             }
@@ -898,8 +905,11 @@ impl Reconciler {
             Update::Succeeded(action) => {
                 self.journal
                     .count(|m| *m.actions.entry((action.verb(), "ok")).or_default() += 1);
-                obs.error = None;
-                obs.next_retry_at = None;
+                // Stopping a hung worker does not end its failure: the retry still waits.
+                if !(matches!(action, Action::Stop) && obs.worker.phase == Phase::Failed) {
+                    obs.error = None;
+                    obs.next_retry_at = None;
+                }
                 if matches!(action, Action::Restart { .. }) {
                     obs.worker.restarts += 1;
                 }
@@ -907,14 +917,7 @@ impl Reconciler {
                     obs.unload_requested = false;
                 }
                 if let Some(report) = &mut self.report {
-                    let list = match action {
-                        Action::Start => &mut report.started,
-                        Action::Stop => &mut report.stopped,
-                        Action::Restart { .. } => &mut report.restarted,
-                        Action::Load => &mut report.loaded,
-                        Action::Unload { .. } => &mut report.unloaded,
-                    };
-                    list.push(name.to_string());
+                    report.add_success(name.as_str(), &action);
                 }
             }
             Update::Superseded(action) => {
@@ -954,11 +957,7 @@ impl Reconciler {
                     backoff(&mut self.backoffs, name.clone(), self.options.max_backoff).next();
                 obs.next_retry_at = delay.map(|d| now + d);
                 if let Some(report) = &mut self.report {
-                    report.failed.push(FailedAction {
-                        model: name.to_string(),
-                        action: action.verb().to_string(),
-                        error,
-                    });
+                    report.add_failure(name.as_str(), action.verb(), error);
                 }
             }
         }
@@ -1182,6 +1181,7 @@ impl Reconciler {
                 wave: plan::wave(&model_plan.actions),
                 port: port.and_then(Result::ok),
                 spec,
+                only_load: model_plan.actions == [Action::Load],
                 cancel,
             },
         );
@@ -1228,6 +1228,10 @@ impl Reconciler {
             .models
             .get(&spec.name)
             .and_then(|o| o.worker.port);
+        // Held by its own worker, which the restart stops first: it stays on its port.
+        if let Some(port) = own.filter(|p| !taken.contains(p)) {
+            return Ok(port);
+        }
         let start = self.desired.settings.model_starting_port;
         crate::supervisor::pick_port(previous, start, &taken)
             .ok_or_else(|| format!("no free port from model_starting_port {start} upwards"))
@@ -1262,7 +1266,7 @@ impl Reconciler {
         let Some(path) = &self.options.state_path else {
             return;
         };
-        let records = crate::recover::records(&self.observed);
+        let records = crate::recover::records(&self.observed, &self.executor.hub_exe);
         if self.recorded.as_ref() == Some(&records) {
             return;
         }
@@ -1328,14 +1332,29 @@ impl Reconciler {
             tracing::info!("shutting down: stopping {} workers", live.len());
             let mut stops = tokio::task::JoinSet::new();
             for name in live {
-                let engine = self
-                    .observed
-                    .models
-                    .get(&name)
-                    .and_then(|o| o.worker.run.as_ref())
-                    .map(|r| r.engine.clone())
-                    .unwrap_or_else(|| Arc::new(crate::config::Engine::builtin()));
-                stops.spawn(workers.stop(&name, engine.stop_timeout, None));
+                // The engine's stop_command runs here as on every other stop: a container worker
+                // must not outlive the daemon.
+                let (stop_timeout, stop_command) = match self.observed.models.get(&name) {
+                    Some(ModelObserved {
+                        worker:
+                            crate::observed::Worker {
+                                run: Some(run),
+                                port,
+                                ..
+                            },
+                        ..
+                    }) => {
+                        let hub = &self.executor.hub_exe;
+                        let vars =
+                            crate::engine::Vars::of(name.as_str(), run, port.unwrap_or(0), hub);
+                        (
+                            run.engine.stop_timeout,
+                            crate::engine::stop_argv(run, &vars),
+                        )
+                    }
+                    _ => (crate::config::Engine::builtin().stop_timeout, None),
+                };
+                stops.spawn(workers.stop(&name, stop_timeout, stop_command));
             }
             while stops.join_next().await.is_some() {}
             // Their exits are not read any more: record them here, so the state file written

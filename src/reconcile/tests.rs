@@ -25,6 +25,8 @@ struct Behaviour {
     load_takes: Duration,
     /// `stop` never finishes (a process stuck in the kernel).
     stuck: bool,
+    /// Every load fails (a missing or unreadable model file).
+    load_fails: bool,
 }
 
 struct Proc {
@@ -75,11 +77,32 @@ impl FakeWorkers {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// When `what` happened (`spawn alpha` also matches `spawn alpha on 47850`).
     fn times(&self, what: &str) -> Vec<f64> {
         self.log()
             .into_iter()
-            .filter(|(_, w)| w == what)
+            .filter(|(_, w)| w == what || w.starts_with(&format!("{what} on ")))
             .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// The ports `name`'s workers were spawned on, in order.
+    fn ports(&self, name: &str) -> Vec<u16> {
+        let prefix = format!("spawn {name} on ");
+        self.log()
+            .into_iter()
+            .filter_map(|(_, w)| w.strip_prefix(&prefix)?.parse().ok())
+            .collect()
+    }
+
+    /// The log without the ports.
+    fn actions(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .map(|(_, w)| match w.split_once(" on ") {
+                Some((what, _)) => what.to_string(),
+                None => w,
+            })
             .collect()
     }
 
@@ -129,7 +152,7 @@ impl Workers for FakeWorkers {
                 exited,
             },
         );
-        self.record(&mut state, format!("spawn {}", request.name));
+        self.record(&mut state, format!("spawn {} on {port}", request.name));
         Ok(Spawned {
             pid,
             start_time: Some(u64::from(pid)),
@@ -219,16 +242,20 @@ impl Workers for FakeWorkers {
             "unload"
         };
         self.record(&mut state, format!("{verb} {name}"));
-        let takes = match verb {
-            "load" => state
-                .behaviour
-                .get(name.as_str())
-                .map(|b| b.load_takes)
-                .unwrap_or_default(),
-            _ => Duration::ZERO,
+        let behaviour = state
+            .behaviour
+            .get(name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let (takes, fails) = match verb {
+            "load" => (behaviour.load_takes, behaviour.load_fails),
+            _ => (Duration::ZERO, false),
         };
         Box::pin(async move {
             tokio::time::sleep(takes).await;
+            if fails {
+                anyhow::bail!("cannot read a: No such file or directory");
+            }
             Ok(())
         })
     }
@@ -453,8 +480,7 @@ async fn a_newer_desired_state_supersedes_a_slow_start() {
         },
     )
     .await;
-    let log: Vec<String> = fake.log().into_iter().map(|(_, w)| w).collect();
-    assert_eq!(log, ["spawn alpha", "stop alpha", "spawn alpha"]);
+    assert_eq!(fake.actions(), ["spawn alpha", "stop alpha", "spawn alpha"]);
     let stop = fake.times("stop alpha")[0];
     assert!(
         stop < 1.0,
@@ -603,10 +629,7 @@ async fn stops_go_before_starts_and_at_most_eight_run_at_once() {
         converged(2)
     })
     .await;
-    let log: Vec<String> = fake.log()[before..]
-        .iter()
-        .map(|(_, w)| w.clone())
-        .collect();
+    let log: Vec<String> = fake.actions()[before..].to_vec();
     assert_eq!(
         log.len(),
         4,
@@ -618,4 +641,123 @@ async fn stops_go_before_starts_and_at_most_eight_run_at_once() {
     let mut starts: Vec<&str> = log[2..].iter().map(String::as_str).collect();
     starts.sort();
     assert_eq!(starts, ["spawn m00", "spawn m01"], "then starts: {log:?}");
+}
+
+/// Sends an imperative call and waits for its answer.
+async fn command(handle: &Handle, name: &str, verb: Verb) {
+    let (reply, answer) = oneshot::channel();
+    handle
+        .events
+        .send(Event::Model {
+            name: name.into(),
+            verb,
+            reply,
+        })
+        .unwrap();
+    answer.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_load_backs_off_and_the_report_stays_small() {
+    let (handle, fake) =
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: loaded}\n")
+            .await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            load_fails: true,
+            ..Behaviour::healthy()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // 0.5 s doubling with jitter: at most seven attempts in 30 s, not thousands.
+    let loads = fake.times("load alpha");
+    assert!(
+        (3..=7).contains(&loads.len()),
+        "{} loads in 30 s: {loads:?}",
+        loads.len()
+    );
+    for (i, pair) in loads.windows(2).enumerate() {
+        let base = 0.5 * f64::from(1 << i);
+        assert!(
+            pair[1] - pair[0] >= base - 0.05,
+            "retry {i} after {:.2}s, before its backoff of {base}s",
+            pair[1] - pair[0]
+        );
+    }
+    let alpha = model(&handle, "alpha");
+    assert_eq!(alpha.worker.phase, "ready", "the worker itself is fine");
+    assert!(alpha.next_retry_at.is_some());
+    let report = handle.snapshot().status.last_reconcile.clone().unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed[0].action, "load");
+    assert_eq!(report.loaded, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_supersedes_a_load_in_flight() {
+    let (handle, fake) =
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: loaded}\n")
+            .await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            load_takes: Duration::from_secs(3600),
+            ..Behaviour::healthy()
+        },
+    );
+    until("alpha loading", Duration::from_secs(5), || {
+        model(&handle, "alpha").memory.state == "loading"
+    })
+    .await;
+    let asked = fake.epoch.elapsed().as_secs_f64();
+    command(&handle, "alpha", Verb::Stop).await;
+    until("alpha stopped", Duration::from_secs(30), || {
+        model(&handle, "alpha").worker.phase == "stopped"
+    })
+    .await;
+    let stopped = fake.times("stop alpha")[0];
+    assert!(
+        stopped - asked < 1.0,
+        "the load in flight was cancelled at once: stopped {:.2}s after the call",
+        stopped - asked
+    );
+    assert_eq!(fake.live(), 0);
+    let override_ = model(&handle, "alpha").override_.map(|o| o.state);
+    assert_eq!(override_.as_deref(), Some("stopped"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_worker_is_stopped_at_once_and_comes_back_on_its_port() {
+    let (handle, fake) =
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
+            .await;
+    fake.behave("alpha", Behaviour::healthy());
+    ready(&handle, "alpha", Duration::from_secs(5)).await;
+    // Hung: the process lives, but answers nothing (SIGSTOP).
+    fake.behave("alpha", Behaviour::default());
+    until("alpha judged dead", Duration::from_secs(10), || {
+        model(&handle, "alpha").error.is_some()
+    })
+    .await;
+    let judged = fake.epoch.elapsed().as_secs_f64();
+    until("the hung worker stopped", Duration::from_secs(2), || {
+        fake.live() == 0
+    })
+    .await;
+    let stopped = fake.times("stop alpha")[0];
+    assert!(stopped - judged < 0.1, "stopped at once, not after a backoff");
+    let alpha = model(&handle, "alpha");
+    assert_eq!(alpha.worker.phase, "backoff");
+    assert_eq!(alpha.worker.pid, None, "no live process shows as backoff");
+    assert!(alpha.next_retry_at.is_some());
+
+    fake.behave("alpha", Behaviour::healthy());
+    until("alpha back", Duration::from_secs(10), || {
+        fake.times("spawn alpha").len() == 2 && model(&handle, "alpha").worker.phase == "ready"
+    })
+    .await;
+    let ports = fake.ports("alpha");
+    assert_eq!(ports[0], ports[1], "it keeps its port");
+    assert!(fake.times("spawn alpha")[1] > stopped + 0.45, "after the backoff");
 }

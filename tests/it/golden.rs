@@ -210,6 +210,7 @@ fn report() -> Report {
             model: "omega".to_string(),
             action: "start".to_string(),
             error: "port 47999 is in use".to_string(),
+            count: 3,
         }],
     }
 }
