@@ -1,8 +1,9 @@
 //! Watching hub.yaml the way it is really saved: editors rename over it, git replaces it, a
-//! Kubernetes ConfigMap swaps a `..data` symlink whose events never name the file. So we watch
-//! the parent directory, re-read on any event there (after a short quiet period), hash the
-//! bytes, and pass on only content that differs from the last seen. A periodic resync or
-//! `POST /hub/reload` also re-reads, so a lost event only delays a change.
+//! Kubernetes ConfigMap swaps a `..data` symlink whose events never name the file, a script
+//! writes it in several chunks. So we watch the parent directory, re-read on any event there once
+//! the save has ended (see [`spawn`]), hash the bytes, and pass on content that differs from the
+//! last seen, or any save of the file itself. A periodic resync or `POST /hub/reload` also
+//! re-reads, so a lost event only delays a change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +20,31 @@ use crate::sha256_hex;
 /// Events closer together than this are one save.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// How long a file that is missing or empty may take to come back before that counts as an edit:
-/// editors and git delete then write, `>` truncates then writes.
+/// editors and git delete then write, `>` truncates then writes. Also how long a writer that has
+/// not closed the file may pause between writes before what it wrote so far is read.
 pub const SETTLE: Duration = Duration::from_millis(500);
 /// A stream of events is cut off after this long, so a busy directory still gets read.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
+/// A writer that keeps the file open and writing is waited for at most this long.
+const MAX_WRITE: Duration = Duration::from_secs(10);
+
+/// What one file event says about the watched file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Something changed in the directory (a rename, a create, a delete, another file).
+    Changed,
+    /// The watched file was written and its writer has not closed it yet: more may follow.
+    Writing,
+    /// The watched file's writer closed it: the save is complete.
+    Closed,
+}
 
 /// Watches `path` until the loop's channel closes. `last_seen` is the hash of the content the
-/// daemon started from. `reread` forces a read even without a file event.
+/// daemon started from. `reread` forces a read even without a file event (the resync).
+///
+/// A save is read once its writer is done: when it closes the file (inotify's close-after-write),
+/// renames it into place, or, for a writer that keeps the file open, after [`SETTLE`] without a
+/// write. So a save written in several `write()`s is never applied half-way.
 pub fn spawn(
     path: PathBuf,
     last_seen: String,
@@ -37,19 +56,34 @@ pub fn spawn(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let file_name = path.file_name().map(ToOwned::to_owned);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Seen, bool)>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reads (our own included) change nothing; logs and the state file are ours.
-        let relevant = match &event {
-            Ok(event) => {
-                !matches!(event.kind, notify::EventKind::Access(_))
-                    && !event.paths.iter().all(|p| is_ours(p))
-            }
-            Err(_) => true,
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let Ok(event) = event else {
+            // The watcher lost track (an overflow): read to be sure.
+            let _ = tx.send((Seen::Changed, false));
+            return;
         };
-        if relevant {
-            let _ = tx.send(());
+        // Logs, the lock and the state file are ours.
+        if event.paths.iter().all(|p| is_ours(p)) {
+            return;
         }
+        let names_file = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some() && p.file_name() == file_name.as_deref());
+        let seen = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) if names_file => Seen::Closed,
+            // Reads (our own included) change nothing.
+            EventKind::Access(_) => return,
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if names_file => {
+                Seen::Writing
+            }
+            _ => Seen::Changed,
+        };
+        let _ = tx.send((seen, names_file));
     })
     .context("cannot create a file watcher")?;
     watcher
@@ -61,28 +95,33 @@ pub fn spawn(
         let _watcher = watcher;
         let mut last_seen = last_seen;
         loop {
-            let forced = tokio::select! {
-                got = rx.recv() => {
-                    if got.is_none() {
-                        return;
-                    }
-                    false
-                }
-                () = reread.notified() => true,
+            let first = tokio::select! {
+                got = rx.recv() => match got {
+                    Some(seen) => Some(seen),
+                    None => return,
+                },
+                () = reread.notified() => None,
             };
-            if !forced {
-                debounce(&mut rx).await;
+            // A save of the file itself (even of the same bytes: a touch, a re-save) puts the
+            // file back in force after a `hub apply`; a resync passes on only content not seen
+            // yet, so it never undoes an apply.
+            let mut named = false;
+            if let Some((seen, names_file)) = first {
+                named = names_file;
+                named |= settle(&mut rx, seen).await;
             }
             let mut update = read(&path).await;
             // Mid-save, the file may be gone or empty for a moment: wait for the rest of the
             // save rather than report it, unless nothing more happens.
-            while looks_mid_save(&path) && more_within(&mut rx, SETTLE).await {
-                debounce(&mut rx).await;
+            while looks_mid_save(&path) {
+                let Some((seen, names_file)) = next_within(&mut rx, SETTLE).await else {
+                    break;
+                };
+                named |= names_file;
+                named |= settle(&mut rx, seen).await;
                 update = read(&path).await;
             }
-            // A resync catches lost events: it passes on only content not seen yet, so it never
-            // undoes a `hub apply` (the next save of the file does).
-            if update.sha256 == last_seen {
+            if update.sha256 == last_seen && !named {
                 continue;
             }
             last_seen = update.sha256.clone();
@@ -94,15 +133,33 @@ pub fn spawn(
     Ok(())
 }
 
-/// Waits until no event has arrived for [`DEBOUNCE`], or [`MAX_DEBOUNCE`] has passed.
-async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
-    let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+/// Waits for the save that `first` began to end: until no event has come for [`DEBOUNCE`] (at
+/// most [`MAX_DEBOUNCE`] in all), and while the file is being written and not yet closed, until
+/// it is closed or [`SETTLE`] passes without a write (at most [`MAX_WRITE`]). Returns whether any
+/// event named the file.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>, first: Seen) -> bool {
+    let start = tokio::time::Instant::now();
+    let mut writing = first == Seen::Writing;
+    let mut named = false;
     loop {
-        let quiet = tokio::time::sleep(DEBOUNCE);
-        tokio::select! {
-            got = rx.recv() => if got.is_none() { return },
-            () = quiet => return,
-            () = tokio::time::sleep_until(give_up) => return,
+        let (quiet, limit) = if writing {
+            (SETTLE, MAX_WRITE)
+        } else {
+            (DEBOUNCE, MAX_DEBOUNCE)
+        };
+        let got = tokio::select! {
+            got = rx.recv() => got,
+            () = tokio::time::sleep(quiet) => return named,
+            () = tokio::time::sleep_until(start + limit) => return named,
+        };
+        let Some((seen, names_file)) = got else {
+            return named;
+        };
+        named |= names_file;
+        match seen {
+            Seen::Writing => writing = true,
+            Seen::Closed => writing = false,
+            Seen::Changed => {}
         }
     }
 }
@@ -112,9 +169,12 @@ fn looks_mid_save(path: &Path) -> bool {
     std::fs::metadata(path).map_or(true, |m| m.len() == 0)
 }
 
-/// Whether another event arrives within `wait`.
-async fn more_within(rx: &mut mpsc::UnboundedReceiver<()>, wait: Duration) -> bool {
-    matches!(tokio::time::timeout(wait, rx.recv()).await, Ok(Some(())))
+/// The next event, if one arrives within `wait`.
+async fn next_within(
+    rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>,
+    wait: Duration,
+) -> Option<(Seen, bool)> {
+    tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
 }
 
 /// Reads, hashes and validates the file, off the async threads.

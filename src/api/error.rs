@@ -111,11 +111,15 @@ impl From<Rejection> for ApiError {
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> ApiError {
-        if let CommandError::UnknownModel(name) = &error {
-            return ApiError::unknown_model(name);
+        match error {
+            CommandError::UnknownModel(name) => return ApiError::unknown_model(&name),
+            CommandError::Invalid(rejection) => return rejection.into(),
+            _ => {}
         }
         let (status, kind) = match &error {
-            CommandError::UnknownModel(_) => (StatusCode::NOT_FOUND, "not_found"),
+            CommandError::UnknownModel(_) | CommandError::Invalid(_) => {
+                unreachable!("answered above")
+            }
             CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             CommandError::GroupFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "group_full"),
             CommandError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

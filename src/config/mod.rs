@@ -22,3 +22,31 @@ pub use load::{
 
 #[cfg(test)]
 mod tests;
+
+/// A rejection for one problem found outside [`parse`], against the running state (a fixed port
+/// that a live worker holds): located at `pointer` (`/models/2/port`) in `text` like every other.
+pub fn rejection_at(text: &str, file: &str, pointer: &str, message: String) -> Rejection {
+    let mut problems = vec![Problem {
+        path: display_path(pointer),
+        line: None,
+        column: None,
+        message,
+        at_key: false,
+        pointer: pointer.to_string(),
+    }];
+    locate::fill_lines(text, &mut problems);
+    Rejection {
+        file: file.to_string(),
+        problems,
+    }
+}
+
+/// The index of model `name` in `text`'s `models` list, for a pointer to it.
+pub fn model_index(text: &str, name: &str) -> Option<usize> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    value
+        .get("models")?
+        .as_sequence()?
+        .iter()
+        .position(|m| m.get("name").and_then(|n| n.as_str()) == Some(name))
+}

@@ -36,6 +36,9 @@ pub use workers::{BoxFuture, RealWorkers, Workers};
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A ready worker that fails this many health probes in a row is restarted.
 const HEALTH_FAILURES: u32 = 3;
+/// The warning shown while hub.yaml's host, port or log_path differ from the running daemon's.
+const SETTINGS_WARNING: &str =
+    "host, port or log_path changed: they take effect when hub serve restarts";
 
 /// Everything that can make the loop act. Closed: the loop knows every reason it may run.
 pub enum Event {
@@ -148,6 +151,47 @@ pub enum CommandError {
     GroupFull { group: String, max_loaded: u32 },
     #[error("hub is shutting down")]
     ShuttingDown,
+    /// The config conflicts with what runs (a fixed port a live worker holds).
+    #[error("{0}")]
+    Invalid(Rejection),
+}
+
+/// A fixed port in `desired` that another model's live worker holds on an auto-assigned port and
+/// keeps (its entry gives it no fixed port, and it stays wanted): such a config can never start
+/// the model, so it is refused like an invalid one, at `text`'s line for the port.
+pub fn check_live_ports(
+    desired: &Desired,
+    observed: &Observed,
+    text: &str,
+    file: &str,
+) -> Result<(), Rejection> {
+    for spec in desired.models.values() {
+        let Some(port) = spec.run.port else { continue };
+        let holder = observed.models.iter().find(|(name, obs)| {
+            **name != spec.name
+                && obs.worker.pid.is_some()
+                && obs.worker.port == Some(port)
+                && desired.models.get(*name).is_some_and(|other| {
+                    other.run.port.is_none()
+                        && (other.state != DesiredState::Stopped
+                            || obs.override_.as_ref().is_some_and(|o| {
+                                o.spec == *other && o.state != DesiredState::Stopped
+                            }))
+                })
+        });
+        if let Some((holder, _)) = holder {
+            let index = crate::config::model_index(text, spec.name.as_str()).unwrap_or(0);
+            return Err(crate::config::rejection_at(
+                text,
+                file,
+                &format!("/models/{index}/port"),
+                format!(
+                    "port {port} is held by model {holder:?}'s running worker (auto-assigned); pick another port, or give {holder:?} a fixed port"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What readers see: the latest published state, never waiting for a pass in flight.
@@ -279,6 +323,8 @@ pub struct Reconciler {
     reread: Arc<Notify>,
     resync_at: Instant,
     warnings: Vec<String>,
+    /// The host, port and log_path of the config the daemon started with, which it runs with.
+    serving: (String, u16, PathBuf),
     /// Answers to API calls, sent once the pass they caused is published, so a caller that
     /// reads the status next sees its effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
@@ -314,6 +360,7 @@ pub fn start(
     let clock = Clock::new();
     let now = clock.now();
     let desired = Arc::new(desired);
+    let settings = desired.settings.clone();
     let executor = Arc::new(execute::Context {
         workers,
         hub_exe: options.hub_exe.display().to_string(),
@@ -371,6 +418,11 @@ pub fn start(
         reread: reread.clone(),
         resync_at,
         warnings,
+        serving: (
+            settings.host.clone(),
+            settings.port,
+            settings.log_path.clone(),
+        ),
         replies: Vec::new(),
         recorded: None,
     };
@@ -477,7 +529,7 @@ impl Reconciler {
     fn handle(&mut self, event: Event) -> bool {
         let now = self.clock.now();
         match event {
-            Event::Config(update) => self.on_config(update, now),
+            Event::Config(update) => return self.on_config(update, now),
             Event::Apply {
                 desired,
                 text,
@@ -607,12 +659,25 @@ impl Reconciler {
         }
     }
 
-    fn on_config(&mut self, update: ConfigUpdate, now: Time) {
+    /// The watched file, read. Returns whether anything changed.
+    fn on_config(&mut self, mut update: ConfigUpdate, now: Time) -> bool {
+        if let Ok(desired) = &update.result
+            && let Err(rejection) = check_live_ports(
+                desired,
+                &self.observed,
+                &update.text,
+                &update.path.display().to_string(),
+            )
+        {
+            update.result = Err(rejection);
+        }
         match update.result {
             Ok(desired) => {
-                self.rejected = None;
+                let was_rejected = self.rejected.take().is_some();
                 if update.sha256 == self.applied.sha256 {
-                    return;
+                    // The file says what is in force (an apply of the same bytes included).
+                    let was_api = std::mem::replace(&mut self.applied.source, "file") != "file";
+                    return was_rejected || was_api;
                 }
                 tracing::info!(path = %update.path.display(), sha256 = %update.sha256, "applying changed config");
                 self.journal.count(|m| m.config_applied += 1);
@@ -631,6 +696,7 @@ impl Reconciler {
                 };
                 self.trigger = "config";
                 self.set_desired(desired, false);
+                true
             }
             Err(rejection) => {
                 if self
@@ -638,7 +704,7 @@ impl Reconciler {
                     .as_ref()
                     .is_some_and(|r| r.sha256 == update.sha256)
                 {
-                    return;
+                    return false;
                 }
                 tracing::error!(
                     "rejected an edit of {} ({} problems); the last good config stays in force:\n{rejection}",
@@ -653,6 +719,7 @@ impl Reconciler {
                     sha256: update.sha256,
                     errors: rejection.problems,
                 });
+                true
             }
         }
     }
@@ -673,6 +740,8 @@ impl Reconciler {
                 self.generation
             )));
         }
+        check_live_ports(&desired, &self.observed, &text, "request body")
+            .map_err(CommandError::Invalid)?;
         let mut preview = self.observed.clone();
         if reset_overrides {
             for obs in preview.models.values_mut() {
@@ -704,17 +773,15 @@ impl Reconciler {
     }
 
     fn set_desired(&mut self, desired: Desired, reset_overrides: bool) {
-        if desired.settings.host != self.desired.settings.host
-            || desired.settings.port != self.desired.settings.port
-            || desired.settings.log_path != self.desired.settings.log_path
-        {
-            let warning =
-                "host, port or log_path changed: they take effect when hub serve restarts"
-                    .to_string();
-            if !self.warnings.contains(&warning) {
-                tracing::warn!("{warning}");
-                self.warnings.push(warning);
-            }
+        // Shown while the desired host, port or log_path differ from what the daemon runs with.
+        let (host, port, log_path) = &self.serving;
+        let differs = desired.settings.host != *host
+            || desired.settings.port != *port
+            || desired.settings.log_path != *log_path;
+        self.warnings.retain(|w| w != SETTINGS_WARNING);
+        if differs {
+            tracing::warn!("{SETTINGS_WARNING}");
+            self.warnings.push(SETTINGS_WARNING.to_string());
         }
         self.generation += 1;
         self.desired = Arc::new(desired);
@@ -1238,6 +1305,8 @@ impl Reconciler {
     }
 
     fn publish(&mut self, plan: &Plan, now: Time) {
+        // First, so a failure to record shows in this very status.
+        self.record_workers();
         let status = status::build(status::Inputs {
             now,
             desired: &self.desired,
@@ -1250,7 +1319,6 @@ impl Reconciler {
             warnings: self.warnings.clone(),
         });
         let json = Bytes::from(serde_json::to_vec(&status).expect("status is plain data"));
-        self.record_workers();
         self.publish.send_replace(Arc::new(Snapshot {
             status,
             json,
@@ -1276,12 +1344,26 @@ impl Reconciler {
             workers: records.0.clone(),
             overrides: records.1.clone(),
         };
+        // A failure shows in the status until a write succeeds (a full disk, say). The marks on
+        // the workers still let the next daemon find them; only adoption (instead of a restart)
+        // is at stake.
+        const PREFIX: &str = "cannot write the state file";
+        let failed = |w: &String| w.starts_with(PREFIX);
         match crate::statefile::write(path, &state) {
-            Ok(()) => self.recorded = Some(records),
+            Ok(()) => {
+                self.recorded = Some(records);
+                self.warnings.retain(|w| !failed(w));
+            }
             Err(e) => {
-                // The marks on the workers still let the next daemon find them; only adoption
-                // (instead of a restart) is at stake.
-                tracing::warn!("cannot write the state file {}: {e}", path.display());
+                let warning = format!(
+                    "{PREFIX} {}: {e}; a daemon restart would restart the workers instead of adopting them",
+                    path.display()
+                );
+                if !self.warnings.contains(&warning) {
+                    tracing::warn!("{warning}");
+                    self.warnings.retain(|w| !failed(w));
+                    self.warnings.push(warning);
+                }
             }
         }
     }

@@ -232,7 +232,7 @@ async fn load(State(worker): State<Arc<Worker>>) -> Response {
     if let Some(delay) = worker.args.load_delay {
         tokio::time::sleep(delay).await;
     }
-    match tokio::fs::read(&worker.args.model_path).await {
+    match read_weights(&worker.args.model_path).await {
         Ok(bytes) => {
             let size = bytes.len();
             *worker.weights.lock().expect("weights lock") = Some(Arc::new(bytes));
@@ -244,6 +244,37 @@ async fn load(State(worker): State<Arc<Worker>>) -> Response {
             format!("cannot read {}: {e}", worker.args.model_path),
         ),
     }
+}
+
+/// The most the built-in worker reads as weights: a bound, so a `model_path` that never ends
+/// (`/dev/zero`, a pipe that keeps writing) fails the load instead of exhausting memory.
+pub const MAX_WEIGHTS: u64 = 1 << 30;
+
+/// Reads the model file: a regular file or a pipe, at most [`MAX_WEIGHTS`] bytes.
+async fn read_weights(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
+    use tokio::io::AsyncReadExt;
+    let kind = tokio::fs::metadata(path).await?.file_type();
+    if !(kind.is_file() || kind.is_fifo()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory or a device cannot hold weights)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    tokio::fs::File::open(path)
+        .await?
+        .take(MAX_WEIGHTS + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > MAX_WEIGHTS {
+        return Err(Error::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than the built-in worker's limit of {MAX_WEIGHTS} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 async fn unload(State(worker): State<Arc<Worker>>) -> Json<Value> {
@@ -449,5 +480,19 @@ mod tests {
     fn empty_or_wordless_weights_do_not_panic() {
         assert_eq!(generate(b"", "x", 2), vec!["…", "…"]);
         assert_eq!(generate(b"   ...   ", "x", 1), vec!["…"]);
+    }
+
+    #[tokio::test]
+    async fn a_device_or_directory_is_no_model_file() {
+        for path in ["/dev/zero", "/tmp"] {
+            let error = read_weights(path).await.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{path}");
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "weights").unwrap();
+        assert_eq!(
+            read_weights(file.path().to_str().unwrap()).await.unwrap(),
+            b"weights"
+        );
     }
 }
