@@ -78,9 +78,7 @@ pub fn spawn(
             EventKind::Access(AccessKind::Close(AccessMode::Write)) if names_file => Seen::Closed,
             // Reads (our own included) change nothing.
             EventKind::Access(_) => return,
-            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if names_file => {
-                Seen::Writing
-            }
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if names_file => Seen::Writing,
             _ => Seen::Changed,
         };
         let _ = tx.send((seen, names_file));

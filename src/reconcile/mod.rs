@@ -180,6 +180,7 @@ pub fn check_live_ports(
                 })
         });
         if let Some((holder, _)) = holder {
+            let holder = holder.as_str();
             let index = crate::config::model_index(text, spec.name.as_str()).unwrap_or(0);
             return Err(crate::config::rejection_at(
                 text,

@@ -746,7 +746,10 @@ async fn a_hung_worker_is_stopped_at_once_and_comes_back_on_its_port() {
     })
     .await;
     let stopped = fake.times("stop alpha")[0];
-    assert!(stopped - judged < 0.1, "stopped at once, not after a backoff");
+    assert!(
+        stopped - judged < 0.1,
+        "stopped at once, not after a backoff"
+    );
     let alpha = model(&handle, "alpha");
     assert_eq!(alpha.worker.phase, "backoff");
     assert_eq!(alpha.worker.pid, None, "no live process shows as backoff");
@@ -759,5 +762,8 @@ async fn a_hung_worker_is_stopped_at_once_and_comes_back_on_its_port() {
     .await;
     let ports = fake.ports("alpha");
     assert_eq!(ports[0], ports[1], "it keeps its port");
-    assert!(fake.times("spawn alpha")[1] > stopped + 0.45, "after the backoff");
+    assert!(
+        fake.times("spawn alpha")[1] > stopped + 0.45,
+        "after the backoff"
+    );
 }

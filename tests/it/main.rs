@@ -10,6 +10,7 @@ mod docs;
 mod e2e;
 mod faults;
 mod golden;
+mod hostile;
 mod misbehave;
 mod validate;
 mod watch;

@@ -245,6 +245,26 @@ impl TempHub {
         self.spawn_daemon().await
     }
 
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("a running daemon").id()
+    }
+
+    /// Stops the daemon with `signal` (SIGTERM, SIGINT: what systemd and Ctrl-C send) and waits
+    /// for it to exit.
+    pub async fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
+        let mut child = self.daemon.take().expect("a running daemon");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "daemon did not exit on {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Processes whose working directory is this hub's directory: its workers.
     pub fn workers(&self) -> Vec<u32> {
         processes_in(self.dir.path())
