@@ -30,6 +30,8 @@ pub struct HubEvent {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub reconciles: u64,
+    /// Passes of the loop (plan, launch, publish), however few or many a reconcile takes.
+    pub passes: u64,
     pub reconcile_seconds: f64,
     /// `(action, result)` → count; result is `ok`, `failed` or `superseded`.
     pub actions: BTreeMap<(&'static str, &'static str), u64>,

@@ -60,6 +60,12 @@ pub fn render(metrics: &Metrics, status: &Status) -> String {
         plain("hub_reconciles_total", metrics.reconciles.to_string()),
     );
     family(
+        "hub_reconcile_passes_total",
+        "counter",
+        "Passes of the reconcile loop: plan, launch what may run, publish the status.",
+        plain("hub_reconcile_passes_total", metrics.passes.to_string()),
+    );
+    family(
         "hub_reconcile_duration_seconds",
         "summary",
         "Time from a reconcile's start to its end.",

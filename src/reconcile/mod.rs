@@ -635,10 +635,15 @@ impl Reconciler {
             else {
                 continue;
             };
+            let probing = self.probing.entry(name.clone()).or_default();
             if obs.busy || obs.worker.phase != Phase::Ready {
+                // Not probed while an action runs on it: its next probe is scheduled afresh
+                // once it is ready and idle, so no past probe time keeps the loop awake.
+                if !probing.in_progress {
+                    probing.next_at = None;
+                }
                 continue;
             }
-            let probing = self.probing.entry(name.clone()).or_default();
             let due = *probing
                 .next_at
                 .get_or_insert(now + run.engine.health.interval);
@@ -785,18 +790,36 @@ impl Reconciler {
             self.warnings.push(SETTINGS_WARNING.to_string());
         }
         self.generation += 1;
-        self.desired = Arc::new(desired);
-        // A newer desired state supersedes any wait for a retry.
-        for obs in self.observed.models.values_mut() {
-            obs.next_retry_at = None;
+        let old = std::mem::replace(&mut self.desired, Arc::new(desired));
+        // A changed entry supersedes its model's wait for a retry; other models keep theirs.
+        for (name, obs) in &mut self.observed.models {
+            if old.models.get(name) != self.desired.models.get(name) {
+                obs.next_retry_at = None;
+                self.backoffs.remove(name);
+            }
             if reset_overrides {
                 obs.override_ = None;
             }
         }
-        self.backoffs.clear();
-        // A start or load in flight towards a spec that no longer is the desired one is moot.
+        // A job in flight is moot once its model is no longer wanted or would run from another
+        // RunSpec; a change of `state` alone lets it finish (the next pass loads or unloads).
         for (name, in_flight) in &self.in_flight {
-            if in_flight.spec.as_ref() != self.desired.models.get(name) {
+            let Some(working) = &in_flight.spec else {
+                continue;
+            };
+            let wanted = self.desired.models.get(name).filter(|spec| {
+                let target = match self
+                    .observed
+                    .models
+                    .get(name)
+                    .and_then(|o| o.override_.as_ref())
+                {
+                    Some(o) if o.spec == **spec => o.state,
+                    _ => spec.state,
+                };
+                target != DesiredState::Stopped
+            });
+            if wanted.is_none_or(|wanted| wanted.run != working.run) {
                 let _ = in_flight.cancel.send(true);
             }
         }
@@ -1148,6 +1171,7 @@ impl Reconciler {
 
     /// One pass: plan from scratch, launch what may run now, publish.
     fn pass(&mut self) {
+        self.journal.count(|m| m.passes += 1);
         let now = self.clock.now();
         let plan = plan::plan(&self.desired, &self.observed, now);
         for model_plan in &plan.models {
@@ -1399,7 +1423,8 @@ impl Reconciler {
             .probing
             .values()
             .filter(|p| !p.in_progress)
-            .filter_map(|p| p.next_at);
+            .filter_map(|p| p.next_at)
+            .filter(|at| *at > Instant::now());
         timers.chain(probes).fold(self.resync_at, Instant::min)
     }
 

@@ -767,3 +767,87 @@ async fn a_hung_worker_is_stopped_at_once_and_comes_back_on_its_port() {
         "after the backoff"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_load_longer_than_the_health_interval_does_not_spin_the_loop() {
+    let (handle, fake) =
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n")
+            .await;
+    fake.behave("alpha", Behaviour::healthy());
+    ready(&handle, "alpha", Duration::from_secs(5)).await;
+    // Let a probe fall due, so its time is in the past while the load runs.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            load_takes: Duration::from_secs(60),
+            ..Behaviour::healthy()
+        },
+    );
+    let before = handle.journal.metrics().passes;
+    command(&handle, "alpha", Verb::Load).await;
+    // The probe falls due while the load runs. A loop that spins on it never lets the paused
+    // clock move on, so count its passes over a fixed number of turns of the scheduler instead.
+    tokio::time::advance(Duration::from_millis(200)).await;
+    for _ in 0..500 {
+        tokio::task::yield_now().await;
+    }
+    let passes = handle.journal.metrics().passes - before;
+    assert!(passes <= 5, "{passes} passes while a load runs");
+    until("alpha loaded", Duration::from_secs(70), || {
+        model(&handle, "alpha").memory.state == "loaded"
+    })
+    .await;
+    // The call, loading, loaded, done: a handful, not one per turn.
+    let passes = handle.journal.metrics().passes - before;
+    assert!(passes <= 10, "{passes} passes during a 60 s load");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pinning_during_a_slow_start_keeps_the_worker_and_then_loads() {
+    let models = "models:\n  - {name: alpha, model_path: a, engine: fake, state: running}\n";
+    let (handle, fake) = start_fake(models).await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            healthy_after: Some(Duration::from_millis(1500)),
+            ..Behaviour::default()
+        },
+    );
+    until("alpha starting", Duration::from_secs(1), || {
+        model(&handle, "alpha").worker.phase == "starting"
+    })
+    .await;
+    let pid = model(&handle, "alpha").worker.pid;
+    save(&handle, &models.replace("state: running", "state: loaded"));
+    until("alpha loaded", Duration::from_secs(10), || {
+        model(&handle, "alpha").memory.state == "loaded"
+    })
+    .await;
+    assert_eq!(model(&handle, "alpha").worker.pid, pid);
+    assert_eq!(fake.actions(), ["spawn alpha", "load alpha"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_save_keeps_the_backoff_of_models_it_does_not_change() {
+    let models = "models:
+  - {name: alpha, model_path: a, engine: fake, state: running}
+  - {name: beta, model_path: b, engine: fake, state: running}
+";
+    let (handle, fake) = start_fake(models).await;
+    fake.behave("beta", Behaviour::healthy());
+    // alpha never becomes healthy: it fails and backs off, further each time.
+    until("alpha's third failure", Duration::from_secs(60), || {
+        fake.times("spawn alpha").len() == 3 && model(&handle, "alpha").worker.phase == "backoff"
+    })
+    .await;
+    let retry = model(&handle, "alpha").next_retry_at.clone();
+    assert!(retry.is_some());
+    save(&handle, &models.replace("model_path: b", "model_path: b2"));
+    until("beta restarted", Duration::from_secs(10), || {
+        fake.times("spawn beta").len() == 2 && model(&handle, "beta").worker.phase == "ready"
+    })
+    .await;
+    assert_eq!(model(&handle, "alpha").next_retry_at, retry);
+    assert_eq!(fake.times("spawn alpha").len(), 3, "alpha was retried early");
+}
