@@ -849,5 +849,9 @@ async fn a_save_keeps_the_backoff_of_models_it_does_not_change() {
     })
     .await;
     assert_eq!(model(&handle, "alpha").next_retry_at, retry);
-    assert_eq!(fake.times("spawn alpha").len(), 3, "alpha was retried early");
+    assert_eq!(
+        fake.times("spawn alpha").len(),
+        3,
+        "alpha was retried early"
+    );
 }

@@ -271,30 +271,80 @@ impl TempHub {
     }
 }
 
+impl TempHub {
+    /// Everything this hub started that still lives: processes carrying its owner mark (found by
+    /// the tests' own `/proc` reader, not the daemon's) or working in its directory.
+    pub fn leftovers(&self) -> Vec<u32> {
+        let mut left = marked_by(&self.dir.path().join("logs"));
+        left.extend(processes_in(self.dir.path()));
+        left.sort_unstable();
+        left.dedup();
+        left
+    }
+}
+
 impl Drop for TempHub {
+    /// Every test ends with a graceful shutdown (SIGTERM, as systemd stops a service), and fails
+    /// if anything it started is left or the state file still names a process. Whatever is left
+    /// is killed, never leaked, whether the test passed or not.
     fn drop(&mut self) {
+        let mut stuck = false;
         if let Some(mut child) = self.daemon.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
             let started = Instant::now();
-            while child.try_wait().ok().flatten().is_none()
-                && started.elapsed() < Duration::from_secs(15)
-            {
+            while child.try_wait().ok().flatten().is_none() && started.elapsed() < TIMEOUT {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            stuck = child.try_wait().ok().flatten().is_none();
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Whatever is left (a test that failed half-way) is killed, never leaked.
-        for pid in self.workers() {
+        let left = self.leftovers();
+        for pid in &left {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(*pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(
+            !stuck,
+            "the daemon did not exit within {TIMEOUT:?} of SIGTERM"
+        );
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        let state = self.dir.path().join("logs/state.json");
+        if let Ok(text) = std::fs::read_to_string(&state) {
+            let state: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                state["workers"],
+                serde_json::json!([]),
+                "the state file names a process after shutdown"
+            );
+        }
     }
+}
+
+/// Live processes marked as workers of the hub whose `log_path` is `log_path`: `HUB_OWNER` in
+/// their environment holds the first 16 hex digits of the SHA-256 of the canonical path.
+pub fn marked_by(log_path: &Path) -> Vec<u32> {
+    let Ok(canonical) = log_path.canonicalize() else {
+        return Vec::new();
+    };
+    let owner = sha256(&canonical.display().to_string())[..16].to_string();
+    let mark = format!("HUB_OWNER={owner}");
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+                && is_alive(*pid)
+        })
+        .collect()
 }
 
 /// Pids of live processes whose current directory is `dir`.
@@ -302,7 +352,7 @@ pub fn processes_in(dir: &Path) -> Vec<u32> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();
     };
-    hub::supervisor::all_pids()
+    all_pids()
         .into_iter()
         .filter(|pid| {
             std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
@@ -311,7 +361,25 @@ pub fn processes_in(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-pub use hub::supervisor::is_alive;
+/// Whether `pid` is a live process (not a zombie): the tests' own `/proc` reader, so a bug in
+/// the daemon's cannot hide a leak.
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Every pid in `/proc`.
+fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
 
 /// A port that was free a moment ago, used as `model_starting_port` so concurrent tests'
 /// workers start in different places.
