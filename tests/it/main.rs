@@ -11,5 +11,6 @@ mod e2e;
 mod faults;
 mod golden;
 mod misbehave;
+mod security;
 mod validate;
 mod watch;
