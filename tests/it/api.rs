@@ -19,8 +19,16 @@ groups:
   - {name: tier_one, max_loaded: 1}
 ";
 
+/// A client as a script would be: it says what it is, so the daemon knows no web form sent its
+/// writes (`security.rs` tests the requests that do not).
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(hub::api::CLIENT_HEADER, "test".parse().unwrap());
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Sends a request and checks that the answer is the error envelope with `code` and `kind`.
