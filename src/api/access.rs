@@ -33,6 +33,9 @@ use super::{ApiError, AppState};
 /// The header that marks a write as coming from a program, not a form or a page's simple request.
 pub const CLIENT_HEADER: &str = "x-hub-client";
 
+/// The shortest HUB_TOKEN hub accepts: a shorter one can be found by brute force over the network.
+const MIN_TOKEN_BYTES: usize = 16;
+
 /// How the daemon is reached and what it asks of callers: built once at start, checked on every
 /// request.
 #[derive(Debug, Clone)]
@@ -46,15 +49,17 @@ pub struct Access {
 }
 
 impl Access {
-    /// The access rules for an API bound to `host`: refuses a non-loopback bind without a token
-    /// and an allowed host that is not a plain name.
+    /// The access rules for an API bound to `host`: refuses a non-loopback bind without a token,
+    /// a weak token, and an allowed host that is not a plain name.
     pub fn new(
         token: Option<String>,
         host: &str,
         allowed_hosts: &[String],
     ) -> anyhow::Result<Access> {
         let loopback = is_loopback(host);
-        if token.is_none() && !loopback {
+        if let Some(token) = &token {
+            check_token(token)?;
+        } else if !loopback {
             anyhow::bail!(
                 "refusing to serve the API on non-loopback address {host} without a token: set HUB_TOKEN, or bind 127.0.0.1"
             );
@@ -140,6 +145,22 @@ impl Access {
     fn is_allowed(&self, name: &str) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed == name)
     }
+}
+
+/// Checks that a HUB_TOKEN is one worth having: long, and the same bytes every client will send.
+pub(super) fn check_token(token: &str) -> anyhow::Result<()> {
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "HUB_TOKEN must be printable ASCII without spaces: clients send it in an HTTP header, which trims spaces and mangles other bytes; use a random one, e.g. `openssl rand -hex 32`"
+        );
+    }
+    if token.len() < MIN_TOKEN_BYTES {
+        anyhow::bail!(
+            "HUB_TOKEN is too short ({} characters): a token of fewer than {MIN_TOKEN_BYTES} can be found by brute force over the network; use a random one, e.g. `openssl rand -hex 32`",
+            token.len()
+        );
+    }
+    Ok(())
 }
 
 /// Whether an address is loopback, where an API without a token is safe.

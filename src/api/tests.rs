@@ -295,6 +295,30 @@ fn a_write_needs_its_own_origin_and_a_marker_no_form_can_send() {
 }
 
 #[test]
+fn a_token_must_be_long_and_plain() {
+    use super::access::check_token;
+    assert!(check_token("0123456789abcdef").is_ok());
+    for weak in ["a", " ", "s3cret-token", "0123456789abcde"] {
+        let error = check_token(weak).unwrap_err().to_string();
+        assert!(
+            error.contains("brute force") || error.contains("printable"),
+            "{weak:?}: {error}"
+        );
+    }
+    for mangled in [
+        " 0123456789abcdef",
+        "0123456789abcdef\n",
+        "0123456789 abcdef",
+        "0123456789abcdéf",
+    ] {
+        let error = check_token(mangled).unwrap_err().to_string();
+        assert!(error.contains("printable ASCII"), "{mangled:?}: {error}");
+    }
+    let error = super::Access::new(Some("a".into()), "127.0.0.1", &[]).unwrap_err();
+    assert!(error.to_string().contains("brute force"), "{error}");
+}
+
+#[test]
 fn a_public_bind_needs_a_token_and_an_allowed_host_is_a_plain_name() {
     let error = super::Access::new(None, "0.0.0.0", &[]).unwrap_err();
     assert!(error.to_string().contains("without a token"), "{error}");

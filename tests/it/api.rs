@@ -411,7 +411,7 @@ async fn the_served_openapi_document_is_the_committed_one() {
 
 #[tokio::test]
 async fn with_a_token_every_write_needs_it_and_reads_do_not() {
-    let token = "s3cret-token";
+    let token = "s3cret-token-0123456789";
     let hub = TempHub::start_with_env(HUB, &[], &[("HUB_TOKEN", token)]).await;
     hub.converged().await;
     let http = http();

@@ -1,6 +1,7 @@
-//! The API against web pages, on a real daemon: a page on another site (or one that rebinds its
-//! DNS name to 127.0.0.1) cannot make hub run a command, while the CLI still can. Also the event
-//! stream of an unknown model is a 404, and printing to a closed pipe ends a command quietly.
+//! The API against web pages and weak tokens, on a real daemon: a page on another site (or one
+//! that rebinds its DNS name to 127.0.0.1) cannot make hub run a command, while the CLI still
+//! can; a weak HUB_TOKEN is refused. Also the event stream of an unknown model is a 404, and
+//! printing to a closed pipe ends a command quietly.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::cli::Spawned;
 use crate::support::{TempHub, hub_bin, wait_until};
 
 const HUB: &str = "
@@ -283,6 +285,29 @@ async fn the_cli_still_applies_reloads_and_stops_models() {
     .await;
     let out = hub.cli(&["diff", "-f", "other.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_weak_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hub.yaml"), "log_path: logs\nmodels: []\n").unwrap();
+    for (host, token) in [("0.0.0.0", "a"), ("127.0.0.1", "a"), ("127.0.0.1", " ")] {
+        let mut command = Command::new(hub_bin());
+        command
+            .args(["serve", "-f", "hub.yaml", "--host", host, "--port", "0"])
+            .env("HUB_TOKEN", token)
+            .current_dir(dir.path());
+        let mut serve = Spawned::new(command);
+        let status = serve.exited().await;
+        assert!(!status.success(), "{host} {token:?}");
+        let stderr = serve.stderr();
+        assert!(stderr.contains("HUB_TOKEN"), "{host} {token:?}: {stderr}");
+        assert!(
+            stderr.contains("brute force") || stderr.contains("printable ASCII"),
+            "{host} {token:?}: {stderr}"
+        );
+        assert!(serve.stdout().is_empty(), "it listened: {}", serve.stdout());
+    }
 }
 
 #[tokio::test]
