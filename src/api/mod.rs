@@ -13,6 +13,7 @@ mod events;
 mod logs;
 mod metrics;
 mod models;
+mod server;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,7 @@ pub use events::LAGGED as LAGGED_EVENT;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
+pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve};
 
 use crate::config::MAX_FILE_BYTES;
 use crate::reconcile::Handle;

@@ -35,6 +35,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request's headers, or keep a connection idle
+    /// (default 10s; tests shorten it).
+    #[arg(long, value_parser = super::duration_arg, hide = true)]
+    header_read_timeout: Option<Duration>,
     /// On shutdown leave the workers running, for the next `hub serve` to adopt.
     #[arg(long)]
     keep_workers: bool,
@@ -136,18 +140,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let app = crate::api::router(handle, access);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = done_rx.await;
-            })
-            .await
-    });
+    let header_read_timeout = args
+        .header_read_timeout
+        .unwrap_or(crate::api::DEFAULT_HEADER_READ_TIMEOUT);
+    let server = tokio::spawn(crate::api::serve(
+        listener,
+        app,
+        header_read_timeout,
+        async move {
+            let _ = done_rx.await;
+        },
+    ));
     reconciler.run(events).await;
     let _ = done_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) | Err(_) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("API server: {e}"),
+        Ok(Ok(())) | Err(_) => {}
         Ok(Err(e)) => tracing::warn!("API server task: {e}"),
     }
     tracing::info!("hub stopped");

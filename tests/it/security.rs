@@ -1,7 +1,7 @@
-//! The API against web pages and weak tokens, on a real daemon: a page on another site (or one
-//! that rebinds its DNS name to 127.0.0.1) cannot make hub run a command, while the CLI still
-//! can; a weak HUB_TOKEN is refused. Also the event stream of an unknown model is a 404, and
-//! printing to a closed pipe ends a command quietly.
+//! The API against web pages, weak tokens and slow clients, on a real daemon: a page on another
+//! site (or one that rebinds its DNS name to 127.0.0.1) cannot make hub run a command, while the
+//! CLI still can; a weak HUB_TOKEN is refused; a client that never finishes its headers is cut
+//! off, while the event stream stays open.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -308,6 +308,59 @@ async fn serve_refuses_a_weak_token() {
         );
         assert!(serve.stdout().is_empty(), "it listened: {}", serve.stdout());
     }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_but_a_stream_is_not() {
+    let hub = TempHub::start_with(HUB, &["--header-read-timeout", "1s"]).await;
+    hub.converged().await;
+
+    // The event stream is a long answer, not slow headers: it outlives the header timeout.
+    let response = http()
+        .get(format!("{}/hub/events?model=alpha", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+
+    // Half a request line, then nothing: the server hangs up. A read that waits longer than this
+    // bound (on the old code: forever) fails the test.
+    let address = hub.url.strip_prefix("http://").unwrap().to_string();
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(b"GET /hub/sta").unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map(|_| answer)
+    });
+    let answer = slow
+        .await
+        .unwrap()
+        .expect("the server closes the connection");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // Well past the timeout, the stream still delivers.
+    assert_eq!(hub.post("/hub/models/alpha/stop", "").await.0, 202);
+    let text = tokio::time::timeout(crate::support::TIMEOUT, async {
+        let mut text = String::new();
+        while !text.contains("event: ") {
+            match futures_util::StreamExt::next(&mut stream).await {
+                Some(Ok(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+        text
+    })
+    .await
+    .expect("an event on the old stream");
+    assert!(text.contains("event: "), "the stream ended: {text}");
 }
 
 #[tokio::test]
