@@ -38,7 +38,6 @@ const MIN_TOKEN_BYTES: usize = 16;
 
 /// How the daemon is reached and what it asks of callers: built once at start, checked on every
 /// request.
-#[derive(Debug, Clone)]
 pub struct Access {
     token: Option<Arc<str>>,
     /// Whether the API listens on loopback only; then every request's Host is checked.
@@ -144,6 +143,17 @@ impl Access {
 
     fn is_allowed(&self, name: &str) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed == name)
+    }
+}
+
+/// Never shows the token, so that a log line or a panic message cannot leak it.
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("loopback", &self.loopback)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
     }
 }
 

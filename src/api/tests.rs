@@ -316,6 +316,9 @@ fn a_token_must_be_long_and_plain() {
     }
     let error = super::Access::new(Some("a".into()), "127.0.0.1", &[]).unwrap_err();
     assert!(error.to_string().contains("brute force"), "{error}");
+    let token = "0123456789abcdef-secret";
+    let access = super::Access::new(Some(token.into()), "127.0.0.1", &[]).unwrap();
+    assert!(!format!("{access:?}").contains(token), "{access:?}");
 }
 
 #[test]
