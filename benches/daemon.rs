@@ -1187,6 +1187,7 @@ impl Daemon {
     async fn shutdown(mut self) -> anyhow::Result<()> {
         self.http
             .post(format!("{}/hub/shutdown", self.url))
+            .header(hub::api::CLIENT_HEADER, "bench")
             .send()
             .await?;
         let Some(mut child) = self.child.take() else {

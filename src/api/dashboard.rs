@@ -1,5 +1,8 @@
 //! `GET /hub`: a small self-contained HTML dashboard (no external assets) that polls
 //! `/hub/status`. Served while hub.yaml's `enable_status_page` is true.
+//!
+//! It only reads. A write from it must send `X-Hub-Client` (see `access.rs`); as a page of hub's
+//! own origin it may, without a preflight, and its `Origin` is the one its request is addressed to.
 
 use axum::extract::State;
 use axum::http::header;

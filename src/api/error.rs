@@ -22,7 +22,8 @@ pub struct Envelope {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable, machine-readable kind: `not_found`, `conflict`, `invalid_config`, `group_full`,
-    /// `unavailable`, `unauthorized`, `bad_request`, `method_not_allowed`, `payload_too_large`.
+    /// `unavailable`, `unauthorized`, `forbidden`, `unsupported_media_type`, `bad_request`,
+    /// `method_not_allowed`, `payload_too_large`.
     #[serde(rename = "type")]
     pub kind: String,
     /// What went wrong and what to do, for people.
@@ -71,6 +72,11 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// The request may not be made this way (a foreign Host or Origin); the message says how.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -147,6 +153,7 @@ fn kind_of(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::CONFLICT => "conflict",

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiError, AppState, Envelope};
+use crate::config::ModelName;
 use crate::events::HubEvent;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -29,7 +30,8 @@ pub const LAGGED: &str = "lagged";
 /// Every model state change and reconcile report as it happens, as Server-Sent Events: the
 /// event name is the kind (`phase`, `memory`, `action`, `exit`, `health`, `config`, `reconcile`),
 /// the data one JSON `HubEvent`. A client that falls behind gets a `lagged` event with the
-/// number of events it missed. Comments keep an idle stream alive.
+/// number of events it missed. Comments keep an idle stream alive. A `model` that is neither in
+/// the desired state nor observed is 404, not a stream that stays silent forever.
 #[utoipa::path(
     get,
     path = "/hub/events",
@@ -37,6 +39,7 @@ pub const LAGGED: &str = "lagged";
     params(EventsQuery),
     responses(
         (status = 200, description = "An endless stream of events", body = HubEvent, content_type = "text/event-stream"),
+        (status = 404, description = "`model` names no model hub knows", body = Envelope),
         (status = 503, description = "The daemon is shutting down", body = Envelope),
     )
 )]
@@ -46,6 +49,16 @@ pub(super) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     if !state.loop_alive() {
         return Err(ApiError::shutting_down());
+    }
+    if let Some(model) = &query.model {
+        let snapshot = state.hub.snapshot();
+        let known = ModelName::new(model).is_ok_and(|name| {
+            snapshot.desired.models.contains_key(&name)
+                || snapshot.observed.models.contains_key(&name)
+        });
+        if !known {
+            return Err(ApiError::unknown_model(model));
+        }
     }
     let receiver = state.hub.journal.subscribe();
     let loop_events = state.hub.events.clone();

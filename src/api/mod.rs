@@ -5,6 +5,7 @@
 //! `OpenApiRouter`: the router that serves and the document at `GET /openapi.json` (committed as
 //! `docs/openapi.json`) come from the same list, so they cannot drift apart.
 
+mod access;
 mod config;
 mod dashboard;
 mod error;
@@ -12,15 +13,15 @@ mod events;
 mod logs;
 mod metrics;
 mod models;
+mod server;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use access::{Access, CLIENT_HEADER, is_loopback};
 pub use config::{
     AppliedModel, ApplyResponse, PlanReply, PlannedModel, ShutdownReply, planned_models, text_diff,
 };
@@ -36,6 +38,7 @@ pub use events::LAGGED as LAGGED_EVENT;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
+pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve};
 
 use crate::config::MAX_FILE_BYTES;
 use crate::reconcile::Handle;
@@ -43,7 +46,7 @@ use crate::reconcile::Handle;
 #[derive(Clone)]
 struct AppState {
     hub: Handle,
-    token: Option<Arc<str>>,
+    access: Arc<Access>,
     /// `GET /openapi.json`'s body, rendered once.
     openapi: Arc<str>,
 }
@@ -59,7 +62,7 @@ impl AppState {
 #[openapi(
     info(
         title = "hub",
-        description = "The HTTP API of hub, a declarative reconciler for a machine that serves AI models. Reads are open; with HUB_TOKEN set every write needs `Authorization: Bearer <HUB_TOKEN>`. Every error is `{\"error\": {\"type\", \"message\", \"code\"}}`."
+        description = "The HTTP API of hub, a declarative reconciler for a machine that serves AI models. Reads are open; with HUB_TOKEN set every write needs `Authorization: Bearer <HUB_TOKEN>`. So that no web page can drive it: on a loopback bind every request must be addressed to localhost, a loopback IP or an allowed host (403); a write that carries an `Origin` must come from hub's own origin (403) and must carry `Content-Type: application/yaml` or `application/json`, or an `X-Hub-Client` header (415); `OPTIONS` answers 204 with `Allow` and no CORS headers. Every error is `{\"error\": {\"type\", \"message\", \"code\"}}`."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -103,7 +106,9 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut doc = routes().split_for_parts().1;
+    access::document(&mut doc);
+    doc
 }
 
 /// [`openapi`] as the pretty JSON that is served and committed as `docs/openapi.json`.
@@ -114,56 +119,25 @@ pub fn openapi_json() -> String {
         + "\n"
 }
 
-/// The router. `token`, when set, is required as `Authorization: Bearer` on every write.
-pub fn router(hub: Handle, token: Option<String>) -> Router {
+/// The router, guarded by `access` (see `access.rs`: Host, Origin, preflight, token).
+pub fn router(hub: Handle, access: Access) -> Router {
     let (router, _) = routes().split_for_parts();
     let state = AppState {
         hub,
-        token: token.map(Into::into),
+        access: Arc::new(access),
         openapi: openapi_json().into(),
     };
-    router
+    let routed = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FILE_BYTES as usize))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn(error::envelope_errors))
-        .with_state(state)
-}
-
-/// Whether an address is loopback, where an API without a token is safe.
-pub fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether a request only reads. Everything else is a write and needs the token.
-fn is_read(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token
-        && !is_read(request.method())
-    {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs `Authorization: Bearer <token>` with the daemon's HUB_TOKEN; the CLI sends it when HUB_TOKEN is set",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .with_state(state.clone());
+    // The guard wraps the whole router rather than each route (as `Router::layer` would): it
+    // checks a request before routing, and it sees the router's finished answer to `OPTIONS`,
+    // the 405 that names the path's methods in `Allow`.
+    Router::new()
+        .fallback_service(routed)
+        .layer(middleware::from_fn_with_state(state, access::guard))
 }
 
 async fn not_found() -> ApiError {

@@ -1,5 +1,8 @@
 //! The CLI's HTTP client for the daemon: finds its address, sends the token, turns the error
 //! envelope and an unreachable daemon into one clear line.
+//!
+//! Every request says it comes from the CLI (`X-Hub-Client: cli`) and a YAML body says it is
+//! YAML: the daemon refuses writes that carry neither, because a web page could send those.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,9 +27,7 @@ impl Client {
         let base = url.unwrap_or_else(|| address_from_config(config));
         Client {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(2))
+            http: http_client()
                 .build()
                 .expect("a plain HTTP client always builds"),
             token: std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty()),
@@ -38,7 +39,8 @@ impl Client {
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: String) -> anyhow::Result<T> {
-        self.send(self.http.post(self.url(path)).body(body)).await
+        self.send(with_body(self.http.post(self.url(path)), body))
+            .await
     }
 
     pub async fn post_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
@@ -47,7 +49,7 @@ impl Client {
         query: &Q,
         body: String,
     ) -> anyhow::Result<T> {
-        self.send(self.http.post(self.url(path)).query(query).body(body))
+        self.send(with_body(self.http.post(self.url(path)).query(query), body))
             .await
     }
 
@@ -82,9 +84,7 @@ impl Client {
         query: &Q,
         idle: Duration,
     ) -> anyhow::Result<reqwest::Response> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
+        let http = http_client()
             .read_timeout(idle)
             .build()
             .context("cannot build an HTTP client")?;
@@ -128,6 +128,29 @@ impl Client {
             Err(_) => anyhow!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
         })
     }
+}
+
+/// The client every request goes through: straight to the daemon, marked as the CLI's.
+fn http_client() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        crate::api::CLIENT_HEADER,
+        reqwest::header::HeaderValue::from_static("cli"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .default_headers(headers)
+}
+
+/// A request with `body`, which is always a hub.yaml when there is one.
+fn with_body(request: reqwest::RequestBuilder, body: String) -> reqwest::RequestBuilder {
+    if body.is_empty() {
+        return request;
+    }
+    request
+        .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+        .body(body)
 }
 
 /// The daemon did not answer at all (as opposed to answering with an error).

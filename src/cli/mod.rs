@@ -97,6 +97,9 @@ impl FileArg {
 /// Parses the command line, runs the command, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        end_quietly_on_closed_stdout();
+    }
     let threaded = matches!(cli.command, Command::Serve(_));
     let runtime = if threaded {
         tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +153,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::UnloadModel(args) => model::run(args, crate::reconcile::Verb::Unload, url).await,
         Command::Worker(args) => crate::worker::run(args).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// Makes a client command whose output goes to a pipe that closed (`hub status | head -1`) end
+/// there, quietly, as `cat` and `ls` do: by SIGPIPE. Rust ignores SIGPIPE, so that a closed
+/// pipe is an error, and `println!` panics on that error. The servers (`serve`, `worker`) keep
+/// ignoring it: a client that hangs up must never kill them.
+///
+/// The one cost: a request body written to a connection the daemon has already reset can raise
+/// it too, and then the command, which was failing anyway, ends without saying why.
+fn end_quietly_on_closed_stdout() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: the default disposition runs no handler code, and no other thread exists yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// A model name from the command line, checked before it goes into a URL.

@@ -25,6 +25,20 @@ pub struct ServeArgs {
     /// API port, instead of the config's `port` (0 picks a free one and prints it).
     #[arg(long)]
     port: Option<u16>,
+    /// Another name (or IP) under which clients reach the API: a proxy's, a Kubernetes Service's.
+    /// On a loopback bind hub refuses requests addressed to any other name (DNS rebinding);
+    /// pages served under it may also send writes. Repeat it, or separate names with commas.
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME",
+        env = "HUB_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request's headers, or keep a connection idle
+    /// (default 10s; tests shorten it).
+    #[arg(long, value_parser = super::duration_arg, hide = true)]
+    header_read_timeout: Option<Duration>,
     /// On shutdown leave the workers running, for the next `hub serve` to adopt.
     #[arg(long)]
     keep_workers: bool,
@@ -65,11 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.unwrap_or(settings.host.clone());
     let port = args.port.unwrap_or(settings.port);
     let token = std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty());
-    if !crate::api::is_loopback(&host) && token.is_none() {
-        bail!(
-            "refusing to serve the API on non-loopback address {host} without a token: set HUB_TOKEN, or bind 127.0.0.1"
-        );
-    }
+    let access = crate::api::Access::new(token, &host, &args.allowed_hosts)?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
@@ -129,20 +139,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = signals.send(Event::Shutdown { keep_workers });
     });
 
-    let app = crate::api::router(handle, token);
+    let app = crate::api::router(handle, access);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = done_rx.await;
-            })
-            .await
-    });
+    let header_read_timeout = args
+        .header_read_timeout
+        .unwrap_or(crate::api::DEFAULT_HEADER_READ_TIMEOUT);
+    let server = tokio::spawn(crate::api::serve(
+        listener,
+        app,
+        header_read_timeout,
+        async move {
+            let _ = done_rx.await;
+        },
+    ));
     reconciler.run(events).await;
     let _ = done_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) | Err(_) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("API server: {e}"),
+        Ok(Ok(())) | Err(_) => {}
         Ok(Err(e)) => tracing::warn!("API server task: {e}"),
     }
     tracing::info!("hub stopped");

@@ -19,8 +19,16 @@ groups:
   - {name: tier_one, max_loaded: 1}
 ";
 
+/// A client as a script would be: it says what it is, so the daemon knows no web form sent its
+/// writes (`security.rs` tests the requests that do not).
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(hub::api::CLIENT_HEADER, "test".parse().unwrap());
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Sends a request and checks that the answer is the error envelope with `code` and `kind`.
@@ -403,7 +411,7 @@ async fn the_served_openapi_document_is_the_committed_one() {
 
 #[tokio::test]
 async fn with_a_token_every_write_needs_it_and_reads_do_not() {
-    let token = "s3cret-token";
+    let token = "s3cret-token-0123456789";
     let hub = TempHub::start_with_env(HUB, &[], &[("HUB_TOKEN", token)]).await;
     hub.converged().await;
     let http = http();

@@ -497,6 +497,7 @@ async fn fault_11_racing_api_calls_and_saves_end_in_the_last_desired_state() {
             let verb = ["start", "stop", "load", "unload"][(i / 4) % 4];
             let response = client
                 .post(format!("{url}/hub/models/{model}/{verb}"))
+                .header(hub::api::CLIENT_HEADER, "test")
                 .send()
                 .await
                 .expect("every request is answered");

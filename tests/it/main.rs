@@ -12,5 +12,6 @@ mod faults;
 mod golden;
 mod hostile;
 mod misbehave;
+mod security;
 mod validate;
 mod watch;

@@ -147,6 +147,7 @@ impl TempHub {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
+            .header(hub::api::CLIENT_HEADER, "test")
             .body(body.to_string())
             .send()
             .await
