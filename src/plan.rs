@@ -507,6 +507,31 @@ fn enforce_group_cap(
     }
 }
 
+/// What applying `desired` would do now: the plan `hub diff` (through `POST /hub/plan`) prints
+/// and the loop's apply reports, made by this one function so they cannot differ. With
+/// `reset_overrides` (`hub apply --reset-overrides`) every override is dropped first, and the
+/// models that had one are marked as clearing it.
+pub fn preview(desired: &Desired, observed: &Observed, reset_overrides: bool, now: Time) -> Plan {
+    if !reset_overrides || observed.models.values().all(|o| o.override_.is_none()) {
+        return plan(desired, observed, now);
+    }
+    let mut without = observed.clone();
+    for obs in without.models.values_mut() {
+        obs.override_ = None;
+    }
+    let mut preview = plan(desired, &without, now);
+    for model in &mut preview.models {
+        if observed
+            .models
+            .get(&model.name)
+            .is_some_and(|o| o.override_.is_some())
+        {
+            model.override_ = OverrideChange::Cleared;
+        }
+    }
+    preview
+}
+
 /// The observed state as it would be once `desired` has converged: what `hub diff --against`
 /// plans against, and what tests use as a settled machine.
 pub fn converged(desired: &Desired) -> Observed {

@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, Envelope};
 use crate::config;
-use crate::observed::Observed;
 use crate::plan::{self, OverrideChange};
 use crate::reconcile::Event;
 
@@ -81,31 +80,28 @@ pub fn text_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String
         .to_string()
 }
 
-/// What the loop's apply would plan: `observed` with the overrides a reset drops already gone.
-pub fn plan_apply(
-    desired: &config::Desired,
-    observed: &Observed,
-    reset_overrides: bool,
-    now: time::OffsetDateTime,
-) -> Vec<PlannedModel> {
-    if !reset_overrides {
-        return planned_models(&plan::plan(desired, observed, now));
-    }
-    let mut preview = observed.clone();
-    let mut had_override = Vec::new();
-    for (name, obs) in &mut preview.models {
-        if obs.override_.take().is_some() {
-            had_override.push(name.to_string());
-        }
-    }
-    let mut models = planned_models(&plan::plan(desired, &preview, now));
-    for model in &mut models {
-        if had_override.contains(&model.name) && !model.clears_override {
-            model.clears_override = true;
-            model.line.push_str(" [clears override]");
-        }
-    }
-    models
+/// Parses and validates a request body on the blocking pool, at most two at a time: never on
+/// the async threads, which must keep answering reads and `/health` (and carry the reconcile
+/// loop) while a large or hostile body is checked. Gives the body back.
+async fn parse(
+    body: String,
+    file: &str,
+    base_dir: &std::path::Path,
+) -> Result<(config::Desired, String), ApiError> {
+    static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = PARSING
+        .acquire()
+        .await
+        .map_err(|_| ApiError::shutting_down())?;
+    let (file, base_dir) = (file.to_string(), base_dir.to_path_buf());
+    let parsed = tokio::task::spawn_blocking(move || {
+        let result = config::parse(&body, &file, &base_dir);
+        (result, body)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the config check failed: {e}")))?;
+    let (result, body) = parsed;
+    Ok((result?, body))
 }
 
 /// A server-side dry run: what `POST /hub/apply` with this body would do now, and the diff of
@@ -130,9 +126,15 @@ pub(super) async fn plan(
 ) -> Result<Json<PlanReply>, ApiError> {
     let snapshot = state.hub.snapshot();
     let file = query.file.unwrap_or_else(|| "request body".to_string());
-    let desired = config::parse(&body, &file, &snapshot.desired.settings.config_dir)?;
-    let now = time::OffsetDateTime::now_utc();
-    let models = plan_apply(&desired, &snapshot.observed, query.reset_overrides, now);
+    let (desired, body) = parse(body, &file, &snapshot.desired.settings.config_dir).await?;
+    crate::reconcile::check_live_ports(&desired, &snapshot.observed, &body, &file)?;
+    let now = state.hub.clock.now();
+    let models = planned_models(&plan::preview(
+        &desired,
+        &snapshot.observed,
+        query.reset_overrides,
+        now,
+    ));
     let diff = text_diff(
         &snapshot.applied_text,
         &body,
@@ -208,7 +210,7 @@ pub(super) async fn apply(
 ) -> Result<Json<ApplyResponse>, ApiError> {
     let snapshot = state.hub.snapshot();
     let file = query.file.unwrap_or_else(|| "request body".to_string());
-    let desired = config::parse(&body, &file, &snapshot.desired.settings.config_dir)?;
+    let (desired, body) = parse(body, &file, &snapshot.desired.settings.config_dir).await?;
     let before = snapshot.generation;
     let (reply, answer) = oneshot::channel();
     send(
@@ -216,6 +218,7 @@ pub(super) async fn apply(
         Event::Apply {
             desired,
             text: body,
+            file,
             expect_generation: query.expect_generation,
             reset_overrides: query.reset_overrides,
             reply,

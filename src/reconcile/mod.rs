@@ -48,6 +48,8 @@ pub enum Event {
     Apply {
         desired: Desired,
         text: String,
+        /// What to call the text in errors.
+        file: String,
         expect_generation: Option<u64>,
         reset_overrides: bool,
         reply: oneshot::Sender<Result<ApplyReply, CommandError>>,
@@ -215,6 +217,8 @@ pub struct Handle {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// Asks the watcher to re-read the file now.
     pub reread: Arc<Notify>,
+    /// The loop's clock, so a dry run plans at the time the loop would.
+    pub clock: Clock,
 }
 
 impl Handle {
@@ -432,6 +436,7 @@ pub fn start(
         journal,
         snapshot,
         reread,
+        clock,
     };
     (reconciler, events_rx, handle)
 }
@@ -534,11 +539,13 @@ impl Reconciler {
             Event::Apply {
                 desired,
                 text,
+                file,
                 expect_generation,
                 reset_overrides,
                 reply,
             } => {
-                let result = self.on_apply(desired, text, expect_generation, reset_overrides, now);
+                let apply = (desired, text, file);
+                let result = self.on_apply(apply, expect_generation, reset_overrides, now);
                 self.replies.push(Box::new(move || {
                     let _ = reply.send(result);
                 }));
@@ -732,8 +739,7 @@ impl Reconciler {
 
     fn on_apply(
         &mut self,
-        desired: Desired,
-        text: String,
+        (desired, text, file): (Desired, String, String),
         expect_generation: Option<u64>,
         reset_overrides: bool,
         now: Time,
@@ -746,15 +752,8 @@ impl Reconciler {
                 self.generation
             )));
         }
-        check_live_ports(&desired, &self.observed, &text, "request body")
-            .map_err(CommandError::Invalid)?;
-        let mut preview = self.observed.clone();
-        if reset_overrides {
-            for obs in preview.models.values_mut() {
-                obs.override_ = None;
-            }
-        }
-        let plan = plan::plan(&desired, &preview, now);
+        check_live_ports(&desired, &self.observed, &text, &file).map_err(CommandError::Invalid)?;
+        let plan = plan::preview(&desired, &self.observed, reset_overrides, now);
         let sha256 = sha256_hex(text.as_bytes());
         if sha256 != self.applied.sha256 || reset_overrides {
             self.applied = Applied {

@@ -255,3 +255,36 @@ async fn diff_shows_exactly_what_apply_then_does_across_many_edits() {
         );
     }
 }
+
+/// `hub diff --reset-overrides` and `hub apply --reset-overrides` print the same lines, both
+/// saying which override the apply clears: one preview function makes both.
+#[tokio::test]
+async fn a_reset_previews_and_applies_the_same_lines() {
+    let yaml = format!(
+        "{}models:
+  - {{name: alpha, model_path: models/alpha.txt, engine: quick, state: running}}
+  - {{name: beta, model_path: models/beta.txt, engine: quick, state: stopped}}
+",
+        crate::support::QUICK_ENGINE
+    );
+    let hub = TempHub::start(&yaml).await;
+    hub.converged().await;
+    let out = hub.cli(&["start-model", "beta"]);
+    assert!(out.status.success(), "{out:?}");
+    hub.converged().await;
+    let body = std::fs::read_to_string(hub.config()).unwrap();
+    let (code, plan) = hub.post("/hub/plan?reset_overrides=true", &body).await;
+    assert_eq!(code, 200, "{plan:#}");
+    let (code, applied) = hub.post("/hub/apply?reset_overrides=true", &body).await;
+    assert_eq!(code, 200, "{applied:#}");
+    let lines = |reply: &Value| -> Vec<String> {
+        reply["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["line"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(lines(&plan), lines(&applied));
+    assert_eq!(lines(&applied)[1], "- beta  stop [clears override]");
+}
