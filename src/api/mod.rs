@@ -108,7 +108,50 @@ fn routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().split_for_parts().1;
     access::document(&mut doc);
+    document_extractors(&mut doc);
     doc
+}
+
+/// Adds what axum's extractors can answer before a handler runs, so no handler has to repeat
+/// it: 400 where a query string is read (a malformed value) or a text body (not UTF-8), 413 where
+/// a body is read (over the size limit).
+fn document_extractors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let envelope = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Envelope")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.post, &mut item.head];
+        for operation in operations.into_iter().flatten() {
+            let has_query =
+                operation.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
+                );
+            let has_body = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            if has_query || has_body {
+                responses.entry("400".to_string()).or_insert_with(|| {
+                    envelope("A query parameter is malformed, or the body is not UTF-8 text")
+                });
+            }
+            if has_body {
+                responses
+                    .entry("413".to_string())
+                    .or_insert_with(|| envelope("The body is over the size limit"));
+            }
+        }
+    }
 }
 
 /// [`openapi`] as the pretty JSON that is served and committed as `docs/openapi.json`.
@@ -130,6 +173,7 @@ pub fn router(hub: Handle, access: Access) -> Router {
     let routed = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FILE_BYTES as usize))
+        .layer(middleware::from_fn(refuse_oversized))
         .layer(middleware::from_fn(error::envelope_errors))
         .with_state(state.clone());
     // The guard wraps the whole router rather than each route (as `Router::layer` would): it
@@ -138,6 +182,20 @@ pub fn router(hub: Handle, access: Access) -> Router {
     Router::new()
         .fallback_service(routed)
         .layer(middleware::from_fn_with_state(state, access::guard))
+}
+
+/// Answers 413 from a `Content-Length` over the limit at once, instead of reading (and waiting
+/// for) a body that would be refused anyway.
+async fn refuse_oversized(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_FILE_BYTES) {
+        return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

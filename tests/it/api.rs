@@ -2,6 +2,8 @@
 //! (axum's own rejections included), model detail with events, logs, the event stream, metrics,
 //! the dashboard, the OpenAPI document, and the token.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -521,4 +523,103 @@ async fn an_apply_stays_until_the_file_changes_and_reload_returns_to_the_file() 
     .await;
     assert_eq!(status["config"]["source"], "file");
     assert_eq!(names(&status["last_reconcile"]["stopped"]), ["gamma"]);
+}
+
+/// Every status an operation answers is in its OpenAPI description: each operation is sent a
+/// malformed query string, a body that is not UTF-8, one over the size limit, an unknown model,
+/// and then a plain request; every answer's status must be one the document lists for it.
+#[tokio::test]
+async fn every_status_an_operation_answers_is_documented() {
+    let hub = TempHub::start(
+        "log_path: {log_path}
+model_starting_port: {starting_port}
+models:
+  - {name: alpha, model_path: models/alpha.txt, state: running}
+",
+    )
+    .await;
+    hub.converged().await;
+    let doc: Value = hub.get("/openapi.json").await;
+    let client = http();
+    let mut checked = 0;
+    // Shutdown last: its plain request ends the daemon.
+    let mut operations: Vec<(String, String, Value)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((path.clone(), method.clone(), operation.clone()));
+        }
+    }
+    operations.sort_by_key(|(path, _, _)| path == "/hub/shutdown");
+    for (path, method, operation) in operations {
+        let documented: Vec<u16> = operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect();
+        let concrete = |model: &str| path.replace("{name}", model).replace("{verb}", "stop");
+        let mut requests: Vec<(String, Vec<u8>)> = vec![
+            (
+                format!(
+                    "{}?tail=x&since=x&reset_overrides=null&expect_generation=x&keep_workers=x&follow=x&model=x",
+                    concrete("alpha")
+                ),
+                Vec::new(),
+            ),
+            (concrete("nosuch"), Vec::new()),
+        ];
+        if operation["requestBody"].is_object() {
+            requests.push((concrete("alpha"), vec![0xff, 0xfe, b'\n']));
+            // Over the limit: the server answers from the length alone and drops the
+            // connection, so this one goes over a raw socket that sends no body.
+            let status = oversized(&hub.url, &concrete("alpha")).await;
+            assert!(
+                documented.contains(&status),
+                "{method} {path} with an oversized body answered {status}, not among {documented:?}"
+            );
+        }
+        requests.push((concrete("alpha"), Vec::new()));
+        for (target, body) in requests {
+            let url = format!("{}{target}", hub.url);
+            let request = match method.as_str() {
+                "get" => client.get(&url),
+                "post" => client.post(&url).header("X-Hub-Client", "test").body(body),
+                other => panic!("unexpected method {other} at {path}"),
+            };
+            let status = tokio::time::timeout(Duration::from_secs(10), request.send())
+                .await
+                .unwrap_or_else(|_| panic!("{method} {target}: no answer"))
+                .unwrap()
+                .status()
+                .as_u16();
+            assert!(
+                documented.contains(&status),
+                "{method} {target} answered {status}, not among {documented:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} requests");
+}
+
+/// The status a POST with a `Content-Length` over the limit gets, its body never sent.
+async fn oversized(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.strip_prefix("http://").unwrap();
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nX-Hub-Client: test\r\nContent-Length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("POST {path} with an oversized length: no answer"))
+        .unwrap();
+    let line = String::from_utf8_lossy(&answer[..read]).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}"))
 }
