@@ -32,6 +32,8 @@ pub struct Metrics {
     pub reconciles: u64,
     /// Passes of the loop (plan, launch, publish), however few or many a reconcile takes.
     pub passes: u64,
+    /// Periodic re-reads of hub.yaml that have finished (each read and compared).
+    pub resyncs: u64,
     pub reconcile_seconds: f64,
     /// `(action, result)` → count; result is `ok`, `failed` or `superseded`.
     pub actions: BTreeMap<(&'static str, &'static str), u64>,

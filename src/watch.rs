@@ -6,23 +6,25 @@
 //! re-reads, so a lost event only delays a change.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::config;
-use crate::reconcile::{ConfigUpdate, Event};
+use crate::reconcile::{ConfigUpdate, Event, Handle};
 use crate::sha256_hex;
 
 /// Events closer together than this are one save.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// How long a file that is missing or empty may take to come back before that counts as an edit:
-/// editors and git delete then write, `>` truncates then writes. Also how long a writer that has
-/// not closed the file may pause between writes before what it wrote so far is read.
+/// editors and git delete then write, `>` truncates then writes.
 pub const SETTLE: Duration = Duration::from_millis(500);
+/// How long a writer that has not closed the file may pause between writes before what it wrote
+/// so far is read. Every editor and `>` closes the file when done, which ends the wait at once;
+/// only a writer that keeps it open waits this long, so it is generous.
+pub const WRITE_SETTLE: Duration = Duration::from_secs(2);
 /// A stream of events is cut off after this long, so a busy directory still gets read.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
 /// A writer that keeps the file open and writing is waited for at most this long.
@@ -43,14 +45,10 @@ enum Seen {
 /// daemon started from. `reread` forces a read even without a file event (the resync).
 ///
 /// A save is read once its writer is done: when it closes the file (inotify's close-after-write),
-/// renames it into place, or, for a writer that keeps the file open, after [`SETTLE`] without a
-/// write. So a save written in several `write()`s is never applied half-way.
-pub fn spawn(
-    path: PathBuf,
-    last_seen: String,
-    events: mpsc::UnboundedSender<Event>,
-    reread: Arc<Notify>,
-) -> anyhow::Result<()> {
+/// renames it into place, or, for a writer that keeps the file open, after [`WRITE_SETTLE`]
+/// without a write. So a save written in several `write()`s is never applied half-way.
+pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<()> {
+    let (events, reread, journal) = (hub.events.clone(), hub.reread.clone(), hub.journal.clone());
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -119,12 +117,14 @@ pub fn spawn(
                 named |= settle(&mut rx, seen).await;
                 update = read(&path).await;
             }
-            if update.sha256 == last_seen && !named {
-                continue;
+            if update.sha256 != last_seen || named {
+                last_seen = update.sha256.clone();
+                if events.send(Event::Config(update)).is_err() {
+                    return;
+                }
             }
-            last_seen = update.sha256.clone();
-            if events.send(Event::Config(update)).is_err() {
-                return;
+            if first.is_none() {
+                journal.count(|m| m.resyncs += 1);
             }
         }
     });
@@ -133,7 +133,7 @@ pub fn spawn(
 
 /// Waits for the save that `first` began to end: until no event has come for [`DEBOUNCE`] (at
 /// most [`MAX_DEBOUNCE`] in all), and while the file is being written and not yet closed, until
-/// it is closed or [`SETTLE`] passes without a write (at most [`MAX_WRITE`]). Returns whether any
+/// it is closed or [`WRITE_SETTLE`] passes without a write (at most [`MAX_WRITE`]). Returns whether any
 /// event named the file.
 async fn settle(rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>, first: Seen) -> bool {
     let start = tokio::time::Instant::now();
@@ -141,7 +141,7 @@ async fn settle(rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>, first: Seen) -> 
     let mut named = false;
     loop {
         let (quiet, limit) = if writing {
-            (SETTLE, MAX_WRITE)
+            (WRITE_SETTLE, MAX_WRITE)
         } else {
             (DEBOUNCE, MAX_DEBOUNCE)
         };

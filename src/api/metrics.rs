@@ -66,6 +66,12 @@ pub fn render(metrics: &Metrics, status: &Status) -> String {
         plain("hub_reconcile_passes_total", metrics.passes.to_string()),
     );
     family(
+        "hub_resyncs_total",
+        "counter",
+        "Periodic re-reads of hub.yaml (catching lost file events) that have finished.",
+        plain("hub_resyncs_total", metrics.resyncs.to_string()),
+    );
+    family(
         "hub_reconcile_duration_seconds",
         "summary",
         "Time from a reconcile's start to its end.",

@@ -117,12 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         recovered.observed,
         recovered.warnings,
     );
-    crate::watch::spawn(
-        path.clone(),
-        sha256,
-        handle.events.clone(),
-        handle.reread.clone(),
-    )?;
+    crate::watch::spawn(path.clone(), sha256, &handle)?;
     let keep_workers = args.keep_workers;
     let signals = handle.events.clone();
     tokio::spawn(async move {

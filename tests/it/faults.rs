@@ -469,11 +469,8 @@ fn fault_10_an_unwritable_log_directory_is_a_clear_error_at_start() {
 }
 
 #[tokio::test]
+#[ignore = "a 10 s race of API calls against saves; CI runs it with --include-ignored"]
 async fn fault_11_racing_api_calls_and_saves_end_in_the_last_desired_state() {
-    if std::env::var_os("HUB_SLOW_TESTS").is_none() {
-        eprintln!("skipped: set HUB_SLOW_TESTS=1 (CI does) to run the 10 s race");
-        return;
-    }
     let models = ["alpha", "beta", "gamma", "delta"];
     let yaml = |round: usize| {
         let mut yaml =

@@ -20,20 +20,6 @@ async fn start(models: &str) -> TempHub {
     TempHub::start(&format!("{QUICK_ENGINE}{models}")).await
 }
 
-/// Reads one counter from `/metrics` (0 when absent).
-async fn counter(hub: &TempHub, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", hub.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The NUL-separated environment of a process.
 fn environ(pid: u64) -> Vec<String> {
     let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
@@ -158,12 +144,12 @@ async fn a_save_written_in_two_chunks_is_read_once_complete() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     file.write_all(&text.as_bytes()[split..]).unwrap();
     drop(file);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hub.resynced().await;
     let status = hub.status().await;
     assert_eq!(status["generation"], 1, "{status:#}");
     assert_eq!(pids(&status), pids(&before), "a worker was restarted");
-    assert_eq!(counter(&hub, "hub_config_applied_total").await, 0);
-    assert_eq!(counter(&hub, "hub_config_rejected_total").await, 0);
+    assert_eq!(hub.counter("hub_config_applied_total").await, 0);
+    assert_eq!(hub.counter("hub_config_rejected_total").await, 0);
 }
 
 #[tokio::test]
@@ -190,8 +176,8 @@ async fn a_slow_writer_is_applied_once_when_it_is_done() {
     .await;
     assert_eq!(status["generation"], 2);
     assert_eq!(pids(&status)["alpha"], pids(&before)["alpha"]);
-    assert_eq!(counter(&hub, "hub_config_applied_total").await, 1);
-    assert_eq!(counter(&hub, "hub_config_rejected_total").await, 0);
+    assert_eq!(hub.counter("hub_config_applied_total").await, 1);
+    assert_eq!(hub.counter("hub_config_rejected_total").await, 0);
 }
 
 #[tokio::test]
@@ -216,7 +202,7 @@ async fn touching_the_file_after_an_apply_puts_the_file_back_in_force() {
     })
     .await;
     // A resync alone never undoes the apply.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    hub.resynced().await;
     assert_eq!(hub.model("beta").await["worker"]["phase"], "ready");
 
     let touched = std::process::Command::new("touch")
@@ -389,7 +375,9 @@ async fn a_model_file_that_never_ends_fails_its_load_and_backs_off() {
     );
     assert!(alpha["next_retry_at"].is_string());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let failed = counter(&hub, "hub_actions_total{action=\"load\",result=\"failed\"}").await;
+    let failed = hub
+        .counter("hub_actions_total{action=\"load\",result=\"failed\"}")
+        .await;
     // 0.5 s doubling: a handful in 3 s, where a hot loop made thousands.
     assert!((1..=6).contains(&failed), "{failed} failed loads");
     let status = hub.status().await;

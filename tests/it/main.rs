@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod golden;
 mod hostile;
+mod lifecycle;
 mod misbehave;
 mod security;
 mod validate;

@@ -251,6 +251,43 @@ impl TempHub {
         self.daemon.as_ref().expect("a running daemon").id()
     }
 
+    /// One counter from `/metrics` (0 when absent).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the daemon has re-read hub.yaml on its periodic resync (every 2 s in tests),
+    /// and handed what it read to the loop: whatever a lost file event hid has then been seen.
+    pub async fn resynced(&self) {
+        let before = self.counter("hub_resyncs_total").await;
+        wait_until("a resync", || async {
+            (self.counter("hub_resyncs_total").await > before).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits for the daemon to exit on its own (after `hub shutdown`, say).
+    pub async fn wait_exit(&mut self) {
+        let mut child = self.daemon.take().expect("a running daemon");
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < TIMEOUT, "daemon did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the daemon with `signal` (SIGTERM, SIGINT: what systemd and Ctrl-C send) and waits
     /// for it to exit.
     pub async fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
