@@ -366,6 +366,13 @@ fn is_idle(spec: &ModelSpec, obs: &ModelObserved, now: Time) -> bool {
     obs.memory.in_flight == 0 && unload_at(spec, obs).is_some_and(|at| at <= now)
 }
 
+/// Whether the plan only stops a worker that is still wanted: one judged dead while its process
+/// lives (hung), stopped at once to free its port and memory and started again when its backoff
+/// ends. The only plan that stops a model its target wants running.
+pub fn stops_failed(plan: &ModelPlan) -> bool {
+    plan.target != DesiredState::Stopped && plan.actions == [Action::Stop]
+}
+
 /// Which wave a job runs in: jobs that only free (stops, unloads) first, then the rest, once
 /// the first wave has ended. So a load never lands in a group before the eviction that makes
 /// room for it.

@@ -27,6 +27,8 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 pub const WRITE_SETTLE: Duration = Duration::from_secs(2);
 /// A stream of events is cut off after this long, so a busy directory still gets read.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
+/// A resync reads only after this long without a file event.
+const RESYNC_QUIET: Duration = Duration::from_millis(50);
 /// A writer that keeps the file open and writing is waited for at most this long.
 const MAX_WRITE: Duration = Duration::from_secs(10);
 
@@ -101,6 +103,13 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
             // A save of the file itself (even of the same bytes: a touch, a re-save) puts the
             // file back in force after a `hub apply`; a resync passes on only content not seen
             // yet, so it never undoes an apply.
+            // A resync that finds a save in progress (events queued or arriving in a moment)
+            // waits for it like any save, rather than read it half-written.
+            let forced = first.is_none();
+            let first = match first {
+                Some(first) => Some(first),
+                None => next_within(&mut rx, RESYNC_QUIET).await,
+            };
             let mut named = false;
             if let Some((seen, names_file)) = first {
                 named = names_file;
@@ -123,7 +132,7 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
                     return;
                 }
             }
-            if first.is_none() {
+            if forced {
                 journal.count(|m| m.resyncs += 1);
             }
         }

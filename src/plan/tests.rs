@@ -10,6 +10,7 @@ use time::macros::datetime;
 use super::plan;
 use crate::config::{self, Desired, DesiredState, Engine, ModelName, RunSpec};
 use crate::observed::{MemoryState, ModelObserved, Observed, Override, Phase, Time};
+use crate::reconcile::{Update, step};
 
 const NOW: Time = datetime!(2026-11-23 10:00 UTC);
 
@@ -290,18 +291,21 @@ impl Rng {
     }
 }
 
-/// A random valid hub.yaml: up to 8 models, up to 2 groups, no more pinned models in a group
-/// than it may hold.
+/// A random valid hub.yaml: up to 8 models, up to 2 groups, some on an engine that cannot load
+/// or unload (its worker is its weights), no more pinned models in a group than it may hold.
 fn random_yaml(rng: &mut Rng) -> String {
     let groups = [("g1", 1 + rng.below(3)), ("g2", 1 + rng.below(2))];
     let mut pinned = [0u64; 2];
-    let mut yaml = String::from("models:\n");
+    let mut yaml = String::from("engines:\n  plain:\n    command: [server, '{port}']\nmodels:\n");
     for i in 0..1 + rng.below(8) {
         let group = rng.below(3) as usize;
+        let plain = rng.chance(30);
         let mut state = ["stopped", "running", "loaded"][rng.below(3) as usize];
-        if group < 2 && state == "loaded" {
+        // Without load/unload a running worker holds its place like a pinned one.
+        let holds = state == "loaded" || (plain && state == "running");
+        if group < 2 && holds {
             if pinned[group] == groups[group].1 {
-                state = "running";
+                state = if plain { "stopped" } else { "running" };
             } else {
                 pinned[group] += 1;
             }
@@ -310,6 +314,9 @@ fn random_yaml(rng: &mut Rng) -> String {
         yaml.push_str(&format!(
             "  - {{name: m{i}, model_path: {path}, state: {state}"
         ));
+        if plain {
+            yaml.push_str(", engine: plain");
+        }
         if group < 2 {
             yaml.push_str(&format!(", group: {}", groups[group].0));
         }
@@ -322,7 +329,9 @@ fn random_yaml(rng: &mut Rng) -> String {
     yaml
 }
 
-/// A random observed state for `desired`'s models and a few that are no longer in it.
+/// A random observed state for `desired`'s models and a few that are no longer in it: ready,
+/// stopped or failed workers, loaded weights, requests, overrides, actions in flight (busy) and
+/// failures backing off.
 fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
     let mut text = String::new();
     let names: Vec<String> = desired
@@ -350,8 +359,9 @@ fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
         if rng.chance(20) {
             line.push_str(" path=older");
         }
-        // The API keeps these exclusive, and an unload request only stands for loaded weights.
-        if rng.chance(20) {
+        // As the API sets them: a load request only for weights not loaded, an unload request
+        // only for loaded ones.
+        if !line.contains(" loaded") && rng.chance(20) {
             line.push_str(" load_requested");
         } else if line.contains(" loaded") && rng.chance(10) {
             line.push_str(" unload_requested");
@@ -359,33 +369,114 @@ fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
         if !name.starts_with("gone") && rng.chance(15) {
             line.push_str([" override=stopped", " override=running"][rng.below(2) as usize]);
         }
+        if rng.chance(10) {
+            line.push_str(" busy");
+        }
+        if rng.chance(15) {
+            line.push_str(&format!(" retry=+{}s", 1 + rng.below(60)));
+        }
         text.push_str(&line);
         text.push('\n');
     }
     observed(desired, &text)
 }
 
-/// Carries out a plan on a simulated machine as the executor does: jobs that only free run
-/// first, then the rest, one action at a time. Panics if a load lands in a full group.
-fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed: u64) {
+/// Stops members of any group that holds more than its `max_loaded`, as no state the loop
+/// reaches can (the API refuses a start or load into a full group).
+fn within_caps(desired: &Desired, observed: &mut Observed) {
+    for group in desired.groups.values() {
+        let holders: Vec<ModelName> = group
+            .members
+            .iter()
+            .filter(|m| holds(desired, observed, m))
+            .cloned()
+            .collect();
+        for name in holders.iter().skip(group.max_loaded as usize) {
+            let obs = observed.models.get_mut(name).unwrap();
+            obs.worker.phase = Phase::Stopped;
+            obs.worker.run = None;
+            obs.memory = Default::default();
+            obs.unload_requested = false;
+        }
+    }
+}
+
+/// The updates the executor sends for `action` of `model_plan` when every step succeeds.
+fn updates(
+    action: &super::Action,
+    model_plan: &super::ModelPlan,
+    run: Option<&RunSpec>,
+) -> Vec<Update> {
     use super::Action;
-    let holds = |observed: &Observed, name: &ModelName| {
-        let memory_control = desired.models[name].run.engine.has_memory_control();
-        observed.models.get(name).is_some_and(|o| {
-            if memory_control {
-                o.memory.state == MemoryState::Loaded
-            } else {
-                o.worker.phase == Phase::Ready
-            }
-        })
+    let spawned = || Update::Spawned {
+        pid: 42,
+        start_time: Some(7),
+        port: 47850,
+        log_file: "m.log".into(),
+        run: run.expect("a start has a spec").clone(),
     };
+    let mut steps = match action {
+        Action::Start => vec![spawned(), Update::Ready],
+        Action::Restart { .. } => vec![
+            Update::Stopping,
+            Update::Stopped {
+                exit: None,
+                failed: false,
+            },
+            spawned(),
+            Update::Ready,
+        ],
+        Action::Stop => vec![
+            Update::Stopping,
+            Update::Stopped {
+                exit: None,
+                failed: super::stops_failed(model_plan),
+            },
+        ],
+        Action::Load => vec![
+            Update::Memory(MemoryState::Loading),
+            Update::Loaded {
+                on_demand: model_plan.target != DesiredState::Loaded,
+            },
+        ],
+        Action::Unload { .. } => vec![
+            Update::Memory(MemoryState::Unloading),
+            Update::Memory(MemoryState::Unloaded),
+        ],
+    };
+    steps.push(Update::Succeeded(action.clone()));
+    steps
+}
+
+/// Whether the model holds a place in its group (weights loaded, or for an engine without
+/// load/unload, a live worker).
+fn holds(desired: &Desired, observed: &Observed, name: &ModelName) -> bool {
+    let memory_control = desired.models[name].run.engine.has_memory_control();
+    observed.models.get(name).is_some_and(|o| {
+        if memory_control {
+            o.memory.state == MemoryState::Loaded
+        } else {
+            o.worker.phase == Phase::Ready
+        }
+    })
+}
+
+/// Carries out a plan on a simulated machine as the executor does, through the loop's own
+/// transitions (`reconcile::step`): jobs that only free run first, then the rest, one action at
+/// a time. Panics if a load (or a start, for an engine without load/unload) lands in a full
+/// group.
+fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, now: Time, seed: u64) {
+    use super::Action;
     let check_room = |observed: &Observed, name: &ModelName| {
         let Some(group) = desired.models.get(name).and_then(|s| s.group.as_deref()) else {
             return;
         };
         let cap = desired.groups[group].max_loaded;
         let members = &desired.groups[group].members;
-        let loaded = members.iter().filter(|m| holds(observed, m)).count() as u32;
+        let loaded = members
+            .iter()
+            .filter(|m| holds(desired, observed, m))
+            .count() as u32;
         assert!(
             loaded < cap,
             "seed {seed}: {name} takes a place in group {group} holding {loaded} of {cap}; plan:\n{}",
@@ -399,67 +490,164 @@ fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, seed:
     let mut jobs: Vec<&super::ModelPlan> = plan.models.iter().collect();
     jobs.sort_by_key(|m| super::wave(&m.actions));
     for model_plan in jobs {
-        let obs = observed.models.entry(model_plan.name.clone()).or_default();
+        let name = &model_plan.name;
+        let obs = observed.models.entry(name.clone()).or_default();
+        // What the loop's pass does before launching.
         if model_plan.override_ == super::OverrideChange::Cleared {
             obs.override_ = None;
         }
-        let spec = desired.models.get(&model_plan.name);
+        if model_plan.actions.is_empty() {
+            continue;
+        }
+        obs.busy = true;
+        let spec = desired.models.get(name);
         for action in &model_plan.actions {
-            let obs = observed.models.get_mut(&model_plan.name).unwrap();
-            match action {
+            let takes = match action {
+                Action::Load => true,
                 Action::Start | Action::Restart { .. } => {
-                    if !spec.unwrap().run.engine.has_memory_control() {
-                        obs.worker.phase = Phase::Stopped;
-                        check_room(observed, &model_plan.name);
-                    }
-                    let obs = observed.models.get_mut(&model_plan.name).unwrap();
-                    obs.worker.phase = Phase::Ready;
-                    obs.worker.crashed = false;
-                    obs.worker.run = Some(spec.unwrap().run.clone());
-                    obs.memory = Default::default();
-                    obs.unload_requested = false;
+                    spec.is_some_and(|s| !s.run.engine.has_memory_control())
                 }
-                Action::Stop => {
-                    obs.worker.phase = Phase::Stopped;
-                    obs.worker.run = None;
-                    obs.memory = Default::default();
-                    obs.unload_requested = false;
+                _ => false,
+            };
+            let run = spec.map(|s| &s.run);
+            for update in updates(action, model_plan, run) {
+                if takes && matches!(update, Update::Ready | Update::Loaded { .. }) {
+                    check_room(observed, name);
                 }
-                Action::Unload { .. } => {
-                    obs.memory = Default::default();
-                    obs.unload_requested = false;
-                }
-                Action::Load => {
-                    check_room(observed, &model_plan.name);
-                    let obs = observed.models.get_mut(&model_plan.name).unwrap();
-                    obs.memory.state = MemoryState::Loaded;
-                    obs.memory.on_demand = model_plan.target != DesiredState::Loaded;
-                    obs.memory.loaded_at = Some(NOW);
-                    obs.load_requested = false;
+                let obs = observed.models.get_mut(name).unwrap();
+                step::apply(obs, &update, now, None);
+            }
+        }
+        step::done(observed.models.get_mut(name).unwrap());
+    }
+}
+
+/// What hub.yaml (or an override the plan keeps) says each model must be, checked against the
+/// converged observed state directly: stopped models run nothing, running ones have a ready
+/// worker on their spec, pinned ones also hold their weights (with load/unload) and no group
+/// holds more than `max_loaded`.
+///
+/// The one exception: a model whose group is full of members that cannot make room (pinned, or
+/// kept running by an override, on an engine without load/unload) waits, and then its group
+/// must indeed be full.
+fn check_converged(desired: &Desired, observed: &Observed, last: &super::Plan, seed: u64) {
+    let context = || format!("seed {seed}: {observed:#?}");
+    let waits_for_room = |name: &ModelName| {
+        let Some(super::Wait::GroupFull { group }) =
+            last.get(name.as_str()).and_then(|p| p.waiting.as_ref())
+        else {
+            return false;
+        };
+        let group = &desired.groups[group.as_str()];
+        let holding = group
+            .members
+            .iter()
+            .filter(|m| holds(desired, observed, m))
+            .count() as u32;
+        assert_eq!(
+            holding,
+            group.max_loaded,
+            "{name} waits for room in a group with room; {}",
+            context()
+        );
+        true
+    };
+    for (name, obs) in &observed.models {
+        if waits_for_room(name) {
+            continue;
+        }
+        let spec = desired.models.get(name);
+        let target = match (spec, &obs.override_) {
+            (Some(spec), Some(o)) if o.spec == *spec => o.state,
+            (Some(spec), _) => spec.state,
+            (None, _) => DesiredState::Stopped,
+        };
+        let running = obs.worker.phase == Phase::Ready;
+        match target {
+            DesiredState::Stopped => {
+                assert!(!running, "{name} should be stopped; {}", context());
+            }
+            DesiredState::Running | DesiredState::Loaded => {
+                let spec = spec.unwrap();
+                assert!(running, "{name} should run; {}", context());
+                assert_eq!(
+                    obs.worker.run.as_ref(),
+                    Some(&spec.run),
+                    "{name} runs another spec; {}",
+                    context()
+                );
+                if target == DesiredState::Loaded && spec.run.engine.has_memory_control() {
+                    assert_eq!(
+                        obs.memory.state,
+                        MemoryState::Loaded,
+                        "{name} is pinned; {}",
+                        context()
+                    );
                 }
             }
         }
     }
+    for (name, spec) in &desired.models {
+        if spec.state != DesiredState::Stopped
+            && observed
+                .models
+                .get(name)
+                .is_none_or(|o| o.override_.is_none())
+            && !waits_for_room(name)
+        {
+            assert!(
+                observed
+                    .models
+                    .get(name)
+                    .is_some_and(|o| o.worker.phase == Phase::Ready),
+                "{name} should run; {}",
+                context()
+            );
+        }
+    }
+    for (group_name, group) in &desired.groups {
+        let holding = group
+            .members
+            .iter()
+            .filter(|m| holds(desired, observed, m))
+            .count() as u32;
+        assert!(
+            holding <= group.max_loaded,
+            "group {group_name} holds {holding} of {}; {}",
+            group.max_loaded,
+            context()
+        );
+    }
 }
 
 #[test]
-fn applying_any_plan_converges_and_never_overfills_a_group() {
+fn applying_any_plan_converges_to_hub_yaml_and_never_overfills_a_group() {
     for seed in 1..=3000u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let desired = desired(&random_yaml(&mut rng));
         let mut observed = random_observed(&mut rng, &desired);
-        // Level-triggered: each round plans from what the last one left. A load waiting for a
+        within_caps(&desired, &mut observed);
+        // Level-triggered: each round plans from what the last one left. Jobs in flight end
+        // (as their Done would) and backoffs run out after the first round; a load waiting for a
         // restart to free its group goes in the round after, so allow a few.
+        let mut now = NOW;
         let mut plans = Vec::new();
-        for _ in 0..3 {
-            let next = plan(&desired, &observed, NOW);
-            if next.models.iter().all(|m| m.actions.is_empty()) {
+        for round in 0..4 {
+            let next = plan(&desired, &observed, now);
+            let waiting = next.models.iter().any(|m| m.waiting.is_some());
+            if next.models.iter().all(|m| m.actions.is_empty()) && !waiting {
                 break;
             }
-            execute(&desired, &mut observed, &next, seed);
+            execute(&desired, &mut observed, &next, now, seed);
             plans.push(next);
+            if round == 0 {
+                for obs in observed.models.values_mut() {
+                    step::done(obs);
+                }
+                now += Duration::from_secs(3600);
+            }
         }
-        let last = plan(&desired, &observed, NOW);
+        let last = plan(&desired, &observed, now);
         let leftover: Vec<String> = last
             .models
             .iter()
@@ -483,6 +671,7 @@ fn applying_any_plan_converges_and_never_overfills_a_group() {
             leftover.join("\n"),
             history.join("\n--\n")
         );
+        check_converged(&desired, &observed, &last, seed);
     }
 }
 

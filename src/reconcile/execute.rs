@@ -36,8 +36,12 @@ pub enum Update {
     },
     Ready,
     Stopping,
-    /// The worker is gone; how it exited, if hub saw it exit.
-    Stopped(Option<ExitInfo>),
+    /// The worker is gone: how it exited, if hub saw it exit, and whether it was stopped
+    /// because it failed (judged hung), so that it stays failed until its retry.
+    Stopped {
+        exit: Option<ExitInfo>,
+        failed: bool,
+    },
     Memory(MemoryState),
     Loaded {
         on_demand: bool,
@@ -74,6 +78,8 @@ pub struct Job {
     pub log_dir: PathBuf,
     /// Becomes true when a newer desired state supersedes this job.
     pub cancel: watch::Receiver<bool>,
+    /// The job stops a worker that failed (see [`crate::plan::stops_failed`]).
+    pub stops_failed: bool,
 }
 
 /// Why a step did not complete.
@@ -158,7 +164,10 @@ async fn stop(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), St
     let Ok(exit) = tokio::time::timeout(bound, stopped).await else {
         return Err(anyhow!("the worker did not exit within {bound:?}, even after SIGKILL").into());
     };
-    send(Update::Stopped(exit));
+    send(Update::Stopped {
+        exit,
+        failed: job.stops_failed,
+    });
     Ok(())
 }
 
@@ -209,7 +218,10 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
                 StepError::Failed(anyhow!("{e:#} (see {})", spawned.log_file.display()))
             }
             StepError::Superseded => {
-                send(Update::Stopped(exit));
+                send(Update::Stopped {
+                    exit,
+                    failed: false,
+                });
                 StepError::Superseded
             }
         });

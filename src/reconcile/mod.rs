@@ -7,6 +7,7 @@
 //! back as events; reads never wait for them.
 
 mod execute;
+pub mod step;
 mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -560,7 +561,7 @@ impl Reconciler {
             Event::Done { name } => {
                 self.in_flight.remove(&name);
                 if let Some(obs) = self.observed.models.get_mut(&name) {
-                    obs.busy = false;
+                    step::done(obs);
                 }
             }
             Event::Exit(exit) => self.on_exit(exit, now),
@@ -914,58 +915,23 @@ impl Reconciler {
     }
 
     fn on_progress(&mut self, name: ModelName, update: Update, now: Time) {
-        let obs = self.observed.models.entry(name.clone()).or_default();
-        match update {
-            Update::Spawned {
-                pid,
-                start_time,
-                port,
-                log_file,
-                run,
-            } => {
-                obs.worker.phase = Phase::Starting;
-                obs.worker.pid = Some(pid);
-                obs.worker.start_time = start_time;
-                obs.worker.port = Some(port);
-                obs.worker.started_at = Some(now);
-                obs.worker.log_file = Some(log_file);
-                obs.worker.run = Some(run);
-                obs.worker.crashed = false;
-                obs.memory = Default::default();
-                obs.unload_requested = false;
+        // What is not state: the journal, counters, the report, the backoff's delay.
+        let mut retry_at = None;
+        match &update {
+            Update::Spawned { pid, port, .. } => {
                 let message = format!("starting: pid {pid}, port {port}");
                 note(&self.journal, now, Some(&name), "phase", message);
             }
-            Update::Ready => {
-                obs.worker.phase = Phase::Ready;
-                note(&self.journal, now, Some(&name), "phase", "ready".into());
-            }
-            Update::Stopping => {
-                obs.worker.phase = Phase::Stopping;
-                note(&self.journal, now, Some(&name), "phase", "stopping".into());
-            }
-            Update::Stopped(exit) => {
-                let mut message = "stopped".to_string();
-                if let Some(exit) = exit {
-                    obs.worker.exit_code = Some(exit.code_or_signal());
-                    obs.worker.exited_at = Some(now);
-                    message = format!("stopped: exit code {}", exit.code_or_signal());
-                }
+            Update::Ready => note(&self.journal, now, Some(&name), "phase", "ready".into()),
+            Update::Stopping => note(&self.journal, now, Some(&name), "phase", "stopping".into()),
+            Update::Stopped { exit, .. } => {
+                let message = match exit {
+                    Some(exit) => format!("stopped: exit code {}", exit.code_or_signal()),
+                    None => "stopped".to_string(),
+                };
                 note(&self.journal, now, Some(&name), "phase", message);
-                // A hung worker stopped during its backoff stays failed until its retry.
-                if obs.next_retry_at.is_some() {
-                    obs.worker.phase = Phase::Failed;
-                } else {
-                    obs.worker.phase = Phase::Stopped;
-                    obs.worker.crashed = false;
-                }
-                obs.worker.pid = None;
-                obs.worker.start_time = None;
-                obs.memory = Default::default();
-                obs.unload_requested = false;
             }
             Update::Memory(state) => {
-                obs.memory.state = state;
                 note(
                     &self.journal,
                     now,
@@ -973,19 +939,9 @@ impl Reconciler {
                     "memory",
                     state.as_str().into(),
                 );
-                if state == MemoryState::Unloaded {
-                    obs.memory.loaded_at = None;
-                    obs.memory.on_demand = false;
-                    obs.unload_requested = false;
-                }
             }
             Update::Loaded { on_demand } => {
-                obs.memory.state = MemoryState::Loaded;
-                obs.memory.loaded_at = Some(now);
-                obs.memory.last_activity = Some(now);
-                obs.memory.on_demand = on_demand;
-                obs.load_requested = false;
-                let message = if on_demand {
+                let message = if *on_demand {
                     "loaded on demand"
                 } else {
                     "loaded"
@@ -995,19 +951,8 @@ impl Reconciler {
             Update::Succeeded(action) => {
                 self.journal
                     .count(|m| *m.actions.entry((action.verb(), "ok")).or_default() += 1);
-                // Stopping a hung worker does not end its failure: the retry still waits.
-                if !(matches!(action, Action::Stop) && obs.worker.phase == Phase::Failed) {
-                    obs.error = None;
-                    obs.next_retry_at = None;
-                }
-                if matches!(action, Action::Restart { .. }) {
-                    obs.worker.restarts += 1;
-                }
-                if matches!(action, Action::Unload { .. }) {
-                    obs.unload_requested = false;
-                }
                 if let Some(report) = &mut self.report {
-                    report.add_success(name.as_str(), &action);
+                    report.add_success(name.as_str(), action);
                 }
             }
             Update::Superseded(action) => {
@@ -1016,9 +961,6 @@ impl Reconciler {
                     .count(|m| *m.actions.entry((action.verb(), "superseded")).or_default() += 1);
                 let message = format!("{} superseded by a newer desired state", action.verb());
                 note(&self.journal, now, Some(&name), "action", message);
-                if matches!(action, Action::Load) {
-                    obs.load_requested = false;
-                }
             }
             Update::Failed { action, error } => {
                 tracing::warn!(model = %name, action = action.verb(), "{error}");
@@ -1026,31 +968,16 @@ impl Reconciler {
                     .count(|m| *m.actions.entry((action.verb(), "failed")).or_default() += 1);
                 let message = format!("{} failed: {error}", action.verb());
                 note(&self.journal, now, Some(&name), "action", message);
-                match action {
-                    Action::Start | Action::Restart { .. } => {
-                        obs.worker.phase = Phase::Failed;
-                        obs.worker.pid = None;
-                        obs.worker.start_time = None;
-                        if matches!(action, Action::Restart { .. }) {
-                            obs.worker.restarts += 1;
-                        }
-                    }
-                    Action::Load => obs.load_requested = false,
-                    Action::Unload { .. } => obs.unload_requested = false,
-                    Action::Stop => {}
-                }
-                obs.error = Some(ActionError {
-                    action: action.verb(),
-                    message: error.clone(),
-                });
                 let delay =
                     backoff(&mut self.backoffs, name.clone(), self.options.max_backoff).next();
-                obs.next_retry_at = delay.map(|d| now + d);
+                retry_at = delay.map(|d| now + d);
                 if let Some(report) = &mut self.report {
-                    report.add_failure(name.as_str(), action.verb(), error);
+                    report.add_failure(name.as_str(), action.verb(), error.clone());
                 }
             }
         }
+        let obs = self.observed.models.entry(name).or_default();
+        step::apply(obs, &update, now, retry_at);
     }
 
     fn on_exit(&mut self, exit: Exit, now: Time) {
@@ -1262,6 +1189,7 @@ impl Reconciler {
             cwd: self.desired.settings.config_dir.clone(),
             log_dir: self.desired.settings.log_path.clone(),
             cancel: cancelled,
+            stops_failed: plan::stops_failed(model_plan),
         };
         let spec = job.spec.clone();
         let task = tokio::spawn(execute::run(job, self.executor.clone()));
@@ -1428,8 +1356,11 @@ impl Reconciler {
     }
 
     async fn shutdown(&mut self, keep_workers: bool) {
+        // Wait for each aborted job to be gone: one running on another thread could otherwise
+        // spawn a worker after the live ones are listed below, and leave it behind.
         for (_, in_flight) in self.in_flight.drain() {
             in_flight.task.abort();
+            let _ = in_flight.task.await;
         }
         let workers = &self.executor.workers;
         let live = workers.live();
