@@ -27,6 +27,9 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 pub const WRITE_SETTLE: Duration = Duration::from_secs(2);
 /// A stream of events is cut off after this long, so a busy directory still gets read.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
+/// New content read without an event about the file is passed on only after this long without
+/// another event.
+const CONFIRM: Duration = Duration::from_millis(20);
 /// A resync reads only after this long without a file event.
 const RESYNC_QUIET: Duration = Duration::from_millis(50);
 /// A writer that keeps the file open and writing is waited for at most this long.
@@ -81,6 +84,9 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
             EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if names_file => Seen::Writing,
             _ => Seen::Changed,
         };
+        if names_file {
+            tracing::trace!(kind = ?event.kind, ?seen, "hub.yaml event");
+        }
         let _ = tx.send((seen, names_file));
     })
     .context("cannot create a file watcher")?;
@@ -100,32 +106,47 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
                 },
                 () = reread.notified() => None,
             };
-            // A save of the file itself (even of the same bytes: a touch, a re-save) puts the
-            // file back in force after a `hub apply`; a resync passes on only content not seen
-            // yet, so it never undoes an apply.
             // A resync that finds a save in progress (events queued or arriving in a moment)
             // waits for it like any save, rather than read it half-written.
             let forced = first.is_none();
-            let first = match first {
+            let mut pending = match first {
                 Some(first) => Some(first),
                 None => next_within(&mut rx, RESYNC_QUIET).await,
             };
+            // Whether an event named the file itself: a save of it (even of the same bytes: a
+            // touch, a re-save) puts the file back in force after a `hub apply`, where a resync
+            // passes on only content not seen yet, so it never undoes an apply.
             let mut named = false;
-            if let Some((seen, names_file)) = first {
-                named = names_file;
-                named |= settle(&mut rx, seen).await;
-            }
-            let mut update = read(&path).await;
-            // Mid-save, the file may be gone or empty for a moment: wait for the rest of the
-            // save rather than report it, unless nothing more happens.
-            while looks_mid_save(&path) {
-                let Some((seen, names_file)) = next_within(&mut rx, SETTLE).await else {
-                    break;
-                };
-                named |= names_file;
-                named |= settle(&mut rx, seen).await;
-                update = read(&path).await;
-            }
+            let mut confirms = 0;
+            let update = loop {
+                if let Some((seen, names_file)) = pending.take() {
+                    named |= names_file;
+                    named |= settle(&mut rx, seen).await;
+                }
+                let mut update = read(&path).await;
+                // Mid-save, the file may be gone or empty for a moment: wait for the rest of the
+                // save rather than report it, unless nothing more happens.
+                while looks_mid_save(&path) {
+                    let Some((seen, names_file)) = next_within(&mut rx, SETTLE).await else {
+                        break;
+                    };
+                    named |= names_file;
+                    named |= settle(&mut rx, seen).await;
+                    update = read(&path).await;
+                }
+                // New content that no event about the file announced (read for another file's
+                // event, or a resync) may be a write that began a moment ago, its events still on
+                // their way: it counts once the directory has been quiet a little longer (or,
+                // in a directory that is never quiet, after a few tries).
+                if !named && update.sha256 != last_seen && confirms < 10 {
+                    confirms += 1;
+                    pending = next_within(&mut rx, CONFIRM).await;
+                    if pending.is_some() {
+                        continue;
+                    }
+                }
+                break update;
+            };
             if update.sha256 != last_seen || named {
                 last_seen = update.sha256.clone();
                 if events.send(Event::Config(update)).is_err() {

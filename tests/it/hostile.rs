@@ -146,7 +146,7 @@ async fn a_save_written_in_two_chunks_is_read_once_complete() {
     drop(file);
     hub.resynced().await;
     let status = hub.status().await;
-    assert_eq!(status["generation"], 1, "{status:#}");
+    assert_eq!(status["generation"], 1, "{status:#}\n{}", hub.stderr());
     assert_eq!(pids(&status), pids(&before), "a worker was restarted");
     assert_eq!(hub.counter("hub_config_applied_total").await, 0);
     assert_eq!(hub.counter("hub_config_rejected_total").await, 0);

@@ -80,7 +80,7 @@ impl TempHub {
             .arg(self.config())
             .args(["--port", "0", "--resync-every", "2s"])
             .args(&self.serve_args)
-            .env("RUST_LOG", "hub=debug")
+            .env("RUST_LOG", "hub=debug,hub::watch=trace")
             .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
