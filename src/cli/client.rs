@@ -123,11 +123,30 @@ impl Client {
             return Ok(response);
         }
         let bytes = response.bytes().await.context("cannot read hub's answer")?;
-        Err(match serde_json::from_slice::<Envelope>(&bytes) {
-            Ok(envelope) => anyhow!("{} ({})", envelope.error.message, status),
-            Err(_) => anyhow!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
-        })
+        let message = match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(envelope) => format!("{} ({})", envelope.error.message, status),
+            Err(_) => format!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
+        };
+        Err(anyhow!(Refused {
+            status: status.as_u16(),
+            message
+        }))
     }
+}
+
+/// The daemon answered, with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+/// Whether the daemon answered that the request itself is wrong (4xx): asking again will not help.
+pub fn is_refused(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<Refused>()
+        .is_some_and(|r| (400..500).contains(&r.status))
 }
 
 /// The client every request goes through: straight to the daemon, marked as the CLI's.

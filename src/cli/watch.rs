@@ -99,6 +99,8 @@ pub async fn follow(
                 };
                 eprintln!("{ended}; reconnecting");
             }
+            // An unknown model (404) or a refused request stays so: say it once and stop.
+            Err(error) if super::client::is_refused(&error) => return Err(error),
             Err(error) => eprintln!("{error:#}; retrying in {backoff:?}"),
         }
         tokio::time::sleep(backoff).await;

@@ -380,3 +380,14 @@ async fn diff_shows_overrides_and_what_a_reset_would_clear() {
     out += &run(&hub, &["diff", "-f", "hub.yaml"]);
     check("cli_diff_overrides", &out);
 }
+
+#[tokio::test]
+async fn watch_of_an_unknown_model_says_so_once_and_exits() {
+    let hub = TempHub::start(HUB).await;
+    hub.converged().await;
+    let out = hub.cli(&["watch", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
