@@ -18,7 +18,7 @@ use super::file::{
     DURATION_PATTERN, DesiredState, EngineFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
     SLUG_PATTERN,
 };
-use super::locate;
+use super::{locate, nesting};
 
 /// hub.yaml files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -134,6 +134,20 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
         file: file.to_string(),
         problems,
     };
+    // Before the parser: libyaml's time grows with the square of the nesting depth.
+    if let Some((line, column)) = nesting::too_deep(text) {
+        return Err(reject(vec![Problem {
+            path: String::new(),
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "nesting deeper than {} levels: hub.yaml never needs more than a few",
+                nesting::MAX_DEPTH
+            ),
+            at_key: false,
+            pointer: String::new(),
+        }]));
+    }
     // Through serde_yaml's own Value first: it refuses duplicate keys, which a JSON map would
     // silently collapse, and bounds how far aliases may expand.
     let value = serde_yaml::from_str::<serde_yaml::Value>(text).and_then(|yaml| {

@@ -2,12 +2,14 @@
 //!
 //! `file` is the syntax (serde + schemars, which also generates `schemas/hub.schema.json`);
 //! `load` checks it and produces a [`Desired`], the only form the rest of hub ever sees;
-//! `locate` finds line and column for a problem's path.
+//! `locate` finds line and column for a problem's path; `nesting` bounds how deep the YAML nests
+//! before it is parsed.
 
 mod desired;
 mod file;
 mod load;
 mod locate;
+mod nesting;
 pub mod reference;
 
 pub use desired::{

@@ -177,20 +177,40 @@ fn keys_with_brackets_and_dots_are_located_exactly() {
 /// panic fails the test. `HUB_FUZZ_ITERATIONS` runs more.
 #[test]
 fn mutated_manifests_never_panic_the_parser() {
+    for bytes in mutants(manifest_seeds(), fuzz_iterations(3000)) {
+        if let Ok(text) = std::str::from_utf8(&bytes)
+            && let Err(rejection) = super::parse(text, "mutant.yaml", Path::new("/"))
+        {
+            let _ = rejection.to_string();
+        }
+    }
+}
+
+fn fuzz_iterations(default: u64) -> u64 {
+    std::env::var("HUB_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Every `.yaml` file under `manifests/`, valid and invalid.
+fn manifest_seeds() -> Vec<Vec<u8>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
     let mut seeds = Vec::new();
     for dir in [root.clone(), root.join("engines"), root.join("invalid")] {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                seeds.push(std::fs::read(path).unwrap());
-            }
-        }
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        seeds.extend(paths.into_iter().map(|path| std::fs::read(path).unwrap()));
     }
-    let iterations: u64 = std::env::var("HUB_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3000);
+    seeds
+}
+
+/// `iterations` mutants of `seeds`, the same ones on every run.
+fn mutants(seeds: Vec<Vec<u8>>, iterations: u64) -> impl Iterator<Item = Vec<u8>> {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
         state ^= state << 13;
@@ -222,8 +242,18 @@ fn mutated_manifests_never_panic_the_parser() {
         b"%YAML 1.2",
         b"\xff",
         b"99999999999999999999",
+        b"\r\n",
+        b"\\",
+        b"? ",
+        b": ",
+        b"- ",
+        b"|2-\n",
+        b"!<a,b>",
+        "\u{2028}".as_bytes(),
+        "\u{85}".as_bytes(),
+        "\u{feff}".as_bytes(),
     ];
-    for _ in 0..iterations {
+    (0..iterations).map(move |_| {
         let mut bytes = seeds[(next() % seeds.len() as u64) as usize].clone();
         for _ in 0..1 + next() % 4 {
             let at = if bytes.is_empty() {
@@ -255,12 +285,8 @@ fn mutated_manifests_never_panic_the_parser() {
                 }
             }
         }
-        if let Ok(text) = std::str::from_utf8(&bytes)
-            && let Err(rejection) = super::parse(text, "mutant.yaml", Path::new("/"))
-        {
-            let _ = rejection.to_string();
-        }
-    }
+        bytes
+    })
 }
 
 #[test]
@@ -270,4 +296,209 @@ fn the_committed_hub_yaml_reference_is_what_the_schema_generates() {
         committed == super::reference::markdown(),
         "docs/hub-yaml.md is stale: run `cargo run -- schema --markdown > docs/hub-yaml.md`"
     );
+}
+
+/// Issue 11, item 3: 200 KB of nested brackets took libyaml 42 s (its time grows with the square
+/// of the depth). The pre-scan refuses it at the 65th level, before the parser runs.
+#[test]
+fn nesting_deeper_than_any_hub_yaml_needs_is_refused_where_it_happens() {
+    let brackets = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    check(
+        &brackets,
+        expect![
+            "hub.yaml:1:65: nesting deeper than 64 levels: hub.yaml never needs more than a few"
+        ],
+    );
+    check(
+        &format!("models:\n  - {}\n", "{a: ".repeat(50_000)),
+        expect![
+            "hub.yaml:2:253: nesting deeper than 64 levels: hub.yaml never needs more than a few"
+        ],
+    );
+    // Indentation nests too, one level per deeper key.
+    let mut indented = String::new();
+    for depth in 0..100 {
+        indented.push_str(&format!("{}k{depth}:\n", " ".repeat(depth)));
+    }
+    check(
+        &indented,
+        expect![
+            "hub.yaml:65:65: nesting deeper than 64 levels: hub.yaml never needs more than a few"
+        ],
+    );
+}
+
+/// Brackets in strings, comments and block scalars open nothing, and a real file is nowhere near
+/// the limit.
+#[test]
+fn brackets_in_strings_comments_and_block_scalars_do_not_nest() {
+    let many = "[{".repeat(100);
+    let yaml = format!(
+        "# {many}
+engines:
+  e:
+    command: [srv, '{many}', \"{many}\\\"{many}\"]
+    load:
+      path: /load
+      body: |
+        {many}
+    unload: {{path: /unload, body: \"{many}
+      {many}\"}}
+models:
+  - name: a   # {many}
+    model_path: a{many}
+      {many} continued
+    engine: e
+    args:
+      - plain{many}
+"
+    );
+    check(&yaml, expect!["ok: 1 models, 0 groups"]);
+    let mut deepest = 0;
+    super::nesting::scan(&yaml, |open| {
+        deepest = deepest.max(open.depth());
+        std::ops::ControlFlow::Continue(())
+    });
+    assert_eq!(deepest, 4, "engines → e → unload → {{…}}");
+}
+
+/// The pre-scan against the scanner it stands in front of: on every manifest and thousands of
+/// mutants, it must find the collections libyaml opens, where libyaml opens them, at the same
+/// depth. If it missed one, a file could nest past the limit unseen and cost quadratic time.
+#[test]
+fn the_nesting_scan_opens_what_libyaml_opens() {
+    let mut seeds = manifest_seeds();
+    // What a scanner most easily gets wrong: multi-line scalars of every style, comments, tags,
+    // anchors, explicit keys, document markers, and the line breaks libyaml knows besides `\n`.
+    seeds.extend(
+        [
+            "a: \"x [ y\n  ] \\\" z\" \nb: 'it''s [\n  ] ok'\nc: plain [ text\n  continued ' quote [[\n",
+            "d: |\n  [[[ {{{\n  \"unclosed\ne: >2-\n   ] ]\n  x\nf: [a, \"b]\", 'c}', {d: e}, [f # c\n  , g]  # [[\n",
+            "? [complex, key]\n: value\n&anchor h: *anchor\n!tag i: !<tag:x,y> [j]\n- - [k]\n",
+            "%YAML 1.2\n---\nl:\n- [m]\n- n: {o: [p]}\n...\n--- [q]\n",
+            "r: [s\r\n  , t]\r\nu: v\u{2028}w: [x]\u{85}y: |\u{2028}  [z\n",
+            "- \t[a]\nb:\t{c: d}\n- |\n\t[\n'e': [f]\n\"g\":\n  - h\n",
+            "k: [a, b]:\n  c\n[x]: [y]\n{p: q}: r\n",
+            "- a:\n  - b\n  -\n   - [c]\n-\n  ? d\n  : [e]\n",
+        ]
+        .map(|s| s.as_bytes().to_vec()),
+    );
+    use super::nesting::Kind;
+    let mut compared = 0;
+    for bytes in seeds
+        .clone()
+        .into_iter()
+        .chain(mutants(seeds, fuzz_iterations(3000)))
+    {
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        // `parse` drops a leading byte order mark, as libyaml's reader does before its scanner.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut ours = Vec::new();
+        super::nesting::scan(text, |open| {
+            ours.push(open);
+            std::ops::ControlFlow::Continue(())
+        });
+        let (theirs, complete) = libyaml::opens(text);
+        // Flow levels are compared everywhere, block levels where a block collection opens: a
+        // flow collection that turns out to be a key is seen before the mapping it opens, which
+        // libyaml inserts before it.
+        let comparable = |opens: Vec<super::nesting::Open>| {
+            let mut opens: Vec<_> = opens
+                .into_iter()
+                .filter(|o| complete.is_none_or(|last| o.index < last))
+                .map(|o| {
+                    let block = matches!(o.kind, Kind::BlockMapping | Kind::BlockSequence);
+                    (
+                        o.index,
+                        o.line,
+                        o.column,
+                        o.kind,
+                        o.flow,
+                        block.then_some(o.block),
+                    )
+                })
+                .collect();
+            opens.sort();
+            opens
+        };
+        assert_eq!(comparable(ours), comparable(theirs), "for {text:?}");
+        compared += 1;
+    }
+    assert!(compared > 1000, "only {compared} mutants were UTF-8");
+}
+
+/// libyaml's token stream, read through its C-style API.
+mod libyaml {
+    use std::mem::MaybeUninit;
+
+    use libyaml_rs::{
+        YAML_BLOCK_END_TOKEN, YAML_BLOCK_MAPPING_START_TOKEN, YAML_BLOCK_SEQUENCE_START_TOKEN,
+        YAML_FLOW_MAPPING_END_TOKEN, YAML_FLOW_MAPPING_START_TOKEN, YAML_FLOW_SEQUENCE_END_TOKEN,
+        YAML_FLOW_SEQUENCE_START_TOKEN, YAML_STREAM_END_TOKEN, yaml_parser_delete,
+        yaml_parser_initialize, yaml_parser_scan, yaml_parser_set_input_string, yaml_parser_t,
+        yaml_token_delete, yaml_token_t,
+    };
+
+    use crate::config::nesting::{Kind, Open};
+
+    /// The collections libyaml opens in `text`, with the block and flow levels its tokens imply,
+    /// and, when it stops at an error, the index of the last token it gave before: what follows
+    /// was never scanned for good, so only what comes before can be compared.
+    pub fn opens(text: &str) -> (Vec<Open>, Option<usize>) {
+        let mut opens = Vec::new();
+        let (mut block, mut flow) = (0usize, 0usize);
+        let mut last = 0;
+        // SAFETY: the parser is initialized before use and deleted once; every token it fills is
+        // read only after a successful scan and deleted once; `text` outlives the parser.
+        unsafe {
+            let mut parser = MaybeUninit::<yaml_parser_t>::uninit();
+            assert!(yaml_parser_initialize(parser.as_mut_ptr()).ok);
+            let parser = parser.as_mut_ptr();
+            yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as _);
+            let complete = loop {
+                let mut token = MaybeUninit::<yaml_token_t>::uninit();
+                if yaml_parser_scan(parser, token.as_mut_ptr()).fail {
+                    break false;
+                }
+                let token = token.as_mut_ptr();
+                let mark = (*token).start_mark;
+                last = mark.index as usize;
+                let kind = match (*token).type_ {
+                    YAML_BLOCK_SEQUENCE_START_TOKEN => Some(Kind::BlockSequence),
+                    YAML_BLOCK_MAPPING_START_TOKEN => Some(Kind::BlockMapping),
+                    YAML_FLOW_SEQUENCE_START_TOKEN => Some(Kind::FlowSequence),
+                    YAML_FLOW_MAPPING_START_TOKEN => Some(Kind::FlowMapping),
+                    _ => None,
+                };
+                match (*token).type_ {
+                    YAML_BLOCK_SEQUENCE_START_TOKEN | YAML_BLOCK_MAPPING_START_TOKEN => block += 1,
+                    YAML_BLOCK_END_TOKEN => block -= 1,
+                    YAML_FLOW_SEQUENCE_START_TOKEN | YAML_FLOW_MAPPING_START_TOKEN => flow += 1,
+                    YAML_FLOW_SEQUENCE_END_TOKEN | YAML_FLOW_MAPPING_END_TOKEN => {
+                        flow = flow.saturating_sub(1)
+                    }
+                    _ => {}
+                }
+                if let Some(kind) = kind {
+                    opens.push(Open {
+                        index: mark.index as usize,
+                        line: mark.line as usize,
+                        column: mark.column as usize,
+                        kind,
+                        block,
+                        flow,
+                    });
+                }
+                let end = (*token).type_ == YAML_STREAM_END_TOKEN;
+                yaml_token_delete(token);
+                if end {
+                    break true;
+                }
+            };
+            yaml_parser_delete(parser);
+            (opens, if complete { None } else { Some(last) })
+        }
+    }
 }
