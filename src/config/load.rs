@@ -441,6 +441,11 @@ fn known_keys(pointer: &str) -> Vec<String> {
 
 /// The known key nearest to a misspelt one, if it is near enough to be a likely typo.
 fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    // The distance takes time and memory in the product of the lengths, and a key (`? "…"`) may
+    // be megabytes long; no typo of a known key is longer than this.
+    if key.len() > 64 {
+        return None;
+    }
     known
         .iter()
         .map(|k| (edit_distance(key, k), k))
@@ -653,24 +658,28 @@ fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
     }
 
     // Models that must hold weights: `state: loaded`, and `state: running` on an engine that
-    // cannot unload (its weights are loaded exactly while it runs).
-    let must_hold = |model: &super::file::ModelFile| {
+    // cannot unload (its weights are loaded exactly while it runs). Counted per group in one pass
+    // over the models, so many groups and many models cost their sum, not their product.
+    let mut holding: HashMap<&str, (usize, usize)> = HashMap::new();
+    for model in &hub.models {
+        let Some(group) = model.group.as_deref() else {
+            continue;
+        };
         let running = model.state == Some(DesiredState::Running)
             || (model.state.is_none() && model.default == Some(true));
         let engine = model.engine.as_deref().unwrap_or("builtin");
-        model.state == Some(DesiredState::Loaded)
-            || (running && engines.get(engine).is_some_and(|e| !e.has_memory_control()))
-    };
+        let (loaded, running_without_unload) = holding.entry(group).or_default();
+        if model.state == Some(DesiredState::Loaded) {
+            *loaded += 1;
+        } else if running && engines.get(engine).is_some_and(|e| !e.has_memory_control()) {
+            *running_without_unload += 1;
+        }
+    }
     for (i, group) in hub.groups.iter().enumerate() {
-        let members = || {
-            hub.models
-                .iter()
-                .filter(|m| m.group.as_deref() == Some(&group.name))
-        };
-        let loaded = members()
-            .filter(|m| m.state == Some(DesiredState::Loaded))
-            .count();
-        let running = members().filter(|m| must_hold(m)).count() - loaded;
+        let (loaded, running) = holding
+            .get(group.name.as_str())
+            .copied()
+            .unwrap_or_default();
         let max = group.max_loaded as usize;
         if loaded + running > max && group_index.get(group.name.as_str()) == Some(&i) {
             let message = if running == 0 {
