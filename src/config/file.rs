@@ -146,7 +146,7 @@ pub struct GroupFile {
     #[schemars(pattern(SLUG_PATTERN))]
     pub name: String,
     /// At most this many of the group's models are loaded at once.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub max_loaded: u32,
 }
 

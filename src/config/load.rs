@@ -2,7 +2,7 @@
 //! semantic rules the schema cannot express. Every problem is collected and reported at once, each
 //! with its JSON path and, where it can be known, the line and column in the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -18,7 +18,7 @@ use super::file::{
     DURATION_PATTERN, DesiredState, EngineFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
     SLUG_PATTERN,
 };
-use super::{locate, nesting};
+use super::{locate, nesting, yaml};
 
 /// hub.yaml files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -134,6 +134,9 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
         file: file.to_string(),
         problems,
     };
+    // A byte order mark is invisible in an editor; without it lines and columns stay where the
+    // operator sees them.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Before the parser: libyaml's time grows with the square of the nesting depth.
     if let Some((line, column)) = nesting::too_deep(text) {
         return Err(reject(vec![Problem {
@@ -148,15 +151,9 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
             pointer: String::new(),
         }]));
     }
-    // Through serde_yaml's own Value first: it refuses duplicate keys, which a JSON map would
-    // silently collapse, and bounds how far aliases may expand.
-    let value = serde_yaml::from_str::<serde_yaml::Value>(text).and_then(|yaml| {
-        serde_json::to_value(yaml).map_err(|e| {
-            <serde_yaml::Error as serde::de::Error>::custom(format!("{e} (keys must be strings)"))
-        })
-    });
-    let value: Value = match value {
-        Ok(value) => value,
+    let value = yaml::to_json(text);
+    let (value, notes) = match value {
+        Ok(parsed) => parsed,
         Err(e) => {
             let message = yaml_message(&e);
             // serde_yaml points a duplicate key at its mapping; point at the second key instead.
@@ -184,7 +181,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
         }]));
     }
 
-    let mut problems = schema_problems(&value);
+    let mut problems = schema_problems(&value, &notes);
     if problems.is_empty() {
         match serde_json::from_value::<HubFile>(value) {
             Ok(hub) => match convert(hub, base_dir) {
@@ -245,18 +242,38 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
             "{text}: aliases or nesting expand too far (a YAML alias bomb?); write the values out"
         ),
         // libyaml's scanner and parser errors: say where to look.
-        _ if e.location().is_some() && !text.contains("duplicate entry") => {
+        _ if e.location().is_some()
+            && !text.contains("duplicate entry")
+            && !text.contains("a key must be a string") =>
+        {
             format!("{text} (check the indentation and quoting here and on the line above)")
         }
         _ => text,
     }
 }
 
-fn schema_problems(value: &Value) -> Vec<Problem> {
+fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
     use jsonschema::error::ValidationErrorKind as Kind;
+    // Numbers that are not 64-bit integers: where the schema wants an integer, one message with
+    // the range replaces what the schema says of the stand-in float (or says nothing of `8000.0`,
+    // which JSON Schema counts as an integer); elsewhere the schema's message names the number
+    // as written.
+    let written: HashMap<&str, &str> = notes
+        .numbers
+        .iter()
+        .map(|(pointer, number)| (pointer.as_str(), number.as_str()))
+        .collect();
+    let ranges: HashMap<&str, (&Value, &Value)> = notes
+        .numbers
+        .iter()
+        .filter_map(|(pointer, _)| Some((pointer.as_str(), integer_range(pointer)?)))
+        .collect();
     let mut problems = Vec::new();
     for error in validator().iter_errors(value) {
         let pointer = error.instance_path().as_str().to_string();
+        if ranges.contains_key(pointer.as_str()) {
+            continue;
+        }
         match error.kind() {
             Kind::AdditionalProperties { unexpected } => {
                 let known = known_keys(&pointer);
@@ -297,15 +314,63 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
                     ),
                 ));
             }
-            _ => problems.push(pointer_problem(&pointer, describe(&error))),
+            _ => {
+                let found = written.get(pointer.as_str()).copied();
+                problems.push(pointer_problem(&pointer, describe(&error, found)));
+            }
+        }
+    }
+    for (pointer, number) in &notes.numbers {
+        if let Some((minimum, maximum)) = ranges.get(pointer.as_str()) {
+            problems.push(pointer_problem(
+                pointer,
+                format!("expected an integer from {minimum} to {maximum}, found {number}"),
+            ));
+        }
+    }
+    // serde_yaml reads `<<: *base` as an ordinary key, so whatever the schema says of it and
+    // under it is beside the point.
+    if !notes.merge_keys.is_empty() {
+        let merge_keys: HashSet<&str> = notes.merge_keys.iter().map(String::as_str).collect();
+        problems.retain(|problem| {
+            !pointer_prefixes(&problem.pointer).any(|prefix| merge_keys.contains(prefix))
+        });
+        for pointer in &notes.merge_keys {
+            problems.push(Problem {
+                at_key: true,
+                ..pointer_problem(
+                    pointer,
+                    "merge keys (`<<`) are not supported; write the keys out".to_string(),
+                )
+            });
         }
     }
     problems
 }
 
+/// `/a/b/c`, `/a/b`, `/a`.
+fn pointer_prefixes(pointer: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(pointer), |p| p.rfind('/').map(|i| &p[..i]))
+        .filter(|p| !p.is_empty())
+}
+
+/// The smallest and largest integer the schema allows at `pointer`, if it wants an integer there.
+fn integer_range(pointer: &str) -> Option<(&'static Value, &'static Value)> {
+    let node = schema_at(pointer)?;
+    let integer = match node.get("type")? {
+        Value::String(t) => t == "integer",
+        Value::Array(types) => types.iter().any(|t| t == "integer"),
+        _ => false,
+    };
+    if !integer {
+        return None;
+    }
+    Some((node.get("minimum")?, node.get("maximum")?))
+}
+
 /// A message for a type or enum error, looking inside `anyOf` (which is how an optional field's
 /// schema reads) for the alternative that is not `null`.
-fn describe(error: &jsonschema::ValidationError<'_>) -> String {
+fn describe(error: &jsonschema::ValidationError<'_>, found: Option<&str>) -> String {
     use jsonschema::error::{TypeKind, ValidationErrorKind as Kind};
     match error.kind() {
         Kind::Type { kind } => {
@@ -314,11 +379,8 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> String {
                 TypeKind::Multiple(set) => set.iter().map(|t| t.as_str()).collect(),
             };
             let types: Vec<&str> = types.into_iter().filter(|t| *t != "null").collect();
-            format!(
-                "expected {}, found {}",
-                types.join(" or "),
-                error.instance()
-            )
+            let found = found.map_or_else(|| error.instance().to_string(), String::from);
+            format!("expected {}, found {found}", types.join(" or "))
         }
         Kind::Enum { options } => {
             let options: Vec<String> = options
@@ -351,7 +413,7 @@ fn describe(error: &jsonschema::ValidationError<'_>) -> String {
                 context.iter().flatten().collect();
             let not_null = |e: &&jsonschema::ValidationError<'_>| !matches!(e.kind(), Kind::Type { kind: TypeKind::Single(t) } if t.as_str() == "null");
             match alternatives.into_iter().find(not_null) {
-                Some(inner) => describe(inner),
+                Some(inner) => describe(inner, found),
                 None => error.to_string(),
             }
         }
@@ -391,8 +453,18 @@ fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// The keys the schema allows for the object at `pointer`, found by walking the schema.
+/// The keys the schema allows for the object at `pointer`.
 fn known_keys(pointer: &str) -> Vec<String> {
+    schema_at(pointer)
+        .and_then(|node| node.get("properties"))
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The schema of the value at `pointer`, found by walking the schema (through `$ref`s, and past
+/// the `null` of an optional value).
+fn schema_at(pointer: &str) -> Option<&'static Value> {
     let root = schema();
     let resolve = |mut node: &'static Value| -> &'static Value {
         loop {
@@ -421,22 +493,17 @@ fn known_keys(pointer: &str) -> Vec<String> {
     };
     let mut node = resolve(root);
     for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
         let next = if let Some(items) = node.get("items") {
             Some(items)
-        } else if let Some(property) = node.get("properties").and_then(|p| p.get(segment)) {
+        } else if let Some(property) = node.get("properties").and_then(|p| p.get(&segment)) {
             Some(property)
         } else {
             node.get("additionalProperties").filter(|a| a.is_object())
         };
-        match next {
-            Some(next) => node = resolve(next),
-            None => return Vec::new(),
-        }
+        node = resolve(next?);
     }
-    node.get("properties")
-        .and_then(Value::as_object)
-        .map(|properties| properties.keys().cloned().collect())
-        .unwrap_or_default()
+    Some(node)
 }
 
 /// The known key nearest to a misspelt one, if it is near enough to be a likely typo.

@@ -11,6 +11,7 @@ mod load;
 mod locate;
 mod nesting;
 pub mod reference;
+mod yaml;
 
 pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,

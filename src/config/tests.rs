@@ -502,3 +502,111 @@ mod libyaml {
         }
     }
 }
+
+/// Issue 11, item 12: a byte order mark is dropped, and lines and columns stay where an editor
+/// shows them. It used to lose every line (`---` after it was a syntax error).
+#[test]
+fn a_byte_order_mark_is_ignored() {
+    check(
+        "\u{feff}models:\n  - name: a\n    model_path: a\n    port: 80\n",
+        expect!["hub.yaml:4:11: models[0].port: 80 is less than the minimum of 1024"],
+    );
+    check(
+        "\u{feff}---\nmodels:\n  - {name: a, model_path: a}\n",
+        expect!["ok: 1 models, 0 groups"],
+    );
+}
+
+/// Issue 11, item 12: integers past 64 bits were "invalid type: integer `…` as u128, expected any
+/// YAML value", and `8000.0` (an integer to JSON Schema) was "expected u16" with no path.
+#[test]
+fn numbers_that_are_not_integers_name_the_range_the_path_and_the_line() {
+    check(
+        "port: 99999999999999999999999
+models:
+  - {name: a, model_path: 99999999999999999999999, port: 8000.5}
+  - {name: b, model_path: b, port: 8001.0}
+  - {name: c, model_path: c, port: -99999999999999999999999}
+groups:
+  - {name: g, max_loaded: 2.0}
+  - {name: h, max_loaded: 5000000000}
+",
+        expect![[r#"
+            hub.yaml:1:7: port: expected an integer from 0 to 65535, found 99999999999999999999999
+            hub.yaml:3:27: models[0].model_path: expected string, found 99999999999999999999999
+            hub.yaml:3:58: models[0].port: expected an integer from 1024 to 65535, found 8000.5
+            hub.yaml:4:36: models[1].port: expected an integer from 1024 to 65535, found 8001.0
+            hub.yaml:5:36: models[2].port: expected an integer from 1024 to 65535, found -99999999999999999999999
+            hub.yaml:7:27: groups[0].max_loaded: expected an integer from 1 to 4294967295, found 2.0
+            hub.yaml:8:27: groups[1].max_loaded: 5000000000 is greater than the maximum of 4294967295"#]],
+    );
+}
+
+/// The range in those messages comes from the schema, so every integer in it needs both bounds.
+#[test]
+fn every_integer_in_the_schema_has_a_range() {
+    fn walk(node: &serde_json::Value, at: &str) {
+        match node {
+            serde_json::Value::Object(map) => {
+                let integer = match map.get("type") {
+                    Some(serde_json::Value::String(t)) => t == "integer",
+                    Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "integer"),
+                    _ => false,
+                };
+                if integer {
+                    assert!(
+                        map.contains_key("minimum") && map.contains_key("maximum"),
+                        "{at}: an integer needs `range(min = …, max = …)`"
+                    );
+                }
+                for (key, value) in map {
+                    walk(value, &format!("{at}/{key}"));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| walk(item, at)),
+            _ => {}
+        }
+    }
+    walk(super::schema(), "");
+}
+
+/// Issue 11, item 12: serde_yaml does not apply merge keys; they were "unknown key `<<`".
+#[test]
+fn merge_keys_are_refused_with_a_hint() {
+    check(
+        "base: &base {model_path: a, state: running}
+models:
+  - name: a
+    <<: *base
+  - name: b
+    model_path: b
+    env:
+      <<: {A: b}
+",
+        expect![[r#"
+            hub.yaml:1:1: base: unknown key `base`
+            hub.yaml:3:5: models[0]: missing required key `model_path`
+            hub.yaml:4:5: models[0].<<: merge keys (`<<`) are not supported; write the keys out
+            hub.yaml:8:7: models[1].env.<<: merge keys (`<<`) are not supported; write the keys out"#]],
+    );
+}
+
+/// Keys are strings: numbers become their text (and `1` and `"1"` are the same key), anything
+/// else is refused where it stands.
+#[test]
+fn keys_must_be_strings() {
+    check(
+        "models:\n  - name: a\n    model_path: a\n    env: {1: x, true: y}\n",
+        expect!["ok: 1 models, 0 groups"],
+    );
+    check(
+        "models:\n  - name: a\n    model_path: a\n    env: {1: x, '1': y}\n",
+        expect![[r#"hub.yaml:4:17: invalid YAML: models[0].env: duplicate entry with key "1""#]],
+    );
+    check(
+        "models:\n  - name: a\n    model_path: a\n    env:\n      ? [a]\n      : x\n",
+        expect![
+            "hub.yaml:5:9: invalid YAML: models[0].env: a key must be a string, not a sequence"
+        ],
+    );
+}
