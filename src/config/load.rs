@@ -15,8 +15,8 @@ use super::desired::{
     parse_duration,
 };
 use super::file::{
-    DURATION_PATTERN, DesiredState, EngineFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
-    SLUG_PATTERN,
+    DURATION_PATTERN, DesiredState, EngineFile, HTTP_PATH_PATTERN, HttpCallFile, HttpMethod,
+    HubFile, LogLevel, SLUG_PATTERN,
 };
 use super::{locate, nesting, yaml};
 
@@ -269,7 +269,10 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
         .filter_map(|(pointer, _)| Some((pointer.as_str(), integer_range(pointer)?)))
         .collect();
     let mut problems = Vec::new();
-    for error in validator().iter_errors(value) {
+    let errors = validator()
+        .iter_errors(value)
+        .flat_map(|error| optional_unwrapped(error.to_owned()));
+    for error in errors {
         let pointer = error.instance_path().as_str().to_string();
         if ranges.contains_key(pointer.as_str()) {
             continue;
@@ -301,6 +304,15 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
                     &pointer,
                     format!(
                         "invalid name {}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+                        error.instance()
+                    ),
+                ));
+            }
+            Kind::Pattern { pattern } if pattern == HTTP_PATH_PATTERN => {
+                problems.push(pointer_problem(
+                    &pointer,
+                    format!(
+                        "invalid request path {}: start it with `/`, and write no spaces or control characters (percent-encode them)",
                         error.instance()
                     ),
                 ));
@@ -366,6 +378,39 @@ fn integer_range(pointer: &str) -> Option<(&'static Value, &'static Value)> {
         return None;
     }
     Some((node.get("minimum")?, node.get("maximum")?))
+}
+
+/// An optional value's schema is `anyOf: [its type, null]`, so what is wrong inside it comes as
+/// one `anyOf` error about the whole value. What matters is what the first alternative says, at
+/// the places it says it: the request path inside `load`, the unknown key inside `health`.
+fn optional_unwrapped(
+    error: jsonschema::ValidationError<'static>,
+) -> Vec<jsonschema::ValidationError<'static>> {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as Kind};
+    let is_null = |alternative: &[jsonschema::ValidationError<'_>]| {
+        matches!(alternative, [only] if matches!(
+            only.kind(),
+            Kind::Type { kind: TypeKind::Single(t) } if t.as_str() == "null"
+        ))
+    };
+    let optional = match error.kind() {
+        Kind::AnyOf { context } => {
+            context.len() == 2 && context.iter().filter(|a| is_null(a)).count() == 1
+        }
+        _ => false,
+    };
+    if !optional {
+        return vec![error];
+    }
+    let Kind::AnyOf { context } = error.into_parts().kind else {
+        return Vec::new();
+    };
+    context
+        .into_iter()
+        .filter(|alternative| !is_null(alternative))
+        .flatten()
+        .flat_map(optional_unwrapped)
+        .collect()
 }
 
 /// A message for a type or enum error, looking inside `anyOf` (which is how an optional field's

@@ -610,3 +610,23 @@ fn keys_must_be_strings() {
         ],
     );
 }
+
+/// Issue 11, item 12: a request path with a CR LF, a space or no leading `/` reached the worker
+/// changed (a URL parser drops or encodes them) or not at all.
+#[test]
+fn request_paths_start_with_a_slash_and_hold_no_spaces_or_control_characters() {
+    check(
+        r#"engines:
+  e:
+    command: [srv]
+    health: {path: "/health\r\nX-Injected: 1"}
+    load: {path: load}
+    unload: {path: "/un load"}
+models: []
+"#,
+        expect![[r#"
+            hub.yaml:4:20: engines.e.health.path: invalid request path "/health\r\nX-Injected: 1": start it with `/`, and write no spaces or control characters (percent-encode them)
+            hub.yaml:5:18: engines.e.load.path: invalid request path "load": start it with `/`, and write no spaces or control characters (percent-encode them)
+            hub.yaml:6:20: engines.e.unload.path: invalid request path "/un load": start it with `/`, and write no spaces or control characters (percent-encode them)"#]],
+    );
+}
