@@ -11,6 +11,7 @@ mod load;
 mod locate;
 mod nesting;
 pub mod reference;
+mod templates;
 mod yaml;
 
 pub use desired::{

@@ -611,6 +611,158 @@ fn keys_must_be_strings() {
     );
 }
 
+/// Issue 11, item 12: redefining `builtin` replaced the built-in engine for every model that
+/// names none, and only showed as some other error (a group too full).
+#[test]
+fn the_builtin_engine_cannot_be_redefined() {
+    check(
+        "engines:
+  builtin: {command: [other-server, '{port}']}
+models:
+  - {name: a, model_path: a, state: running, group: g}
+  - {name: b, model_path: b, state: running, group: g}
+groups:
+  - {name: g, max_loaded: 1}
+",
+        expect![
+            "hub.yaml:2:3: engines.builtin: `builtin` is the built-in engine and cannot be redefined; give this one another name"
+        ],
+    );
+}
+
+/// Issue 11, item 12: what a worker can never be started with. An environment variable needs a
+/// name without `=`; no argument, variable or path can hold a NUL.
+#[test]
+fn environment_names_and_nul_characters_are_checked() {
+    check(
+        r#"engines:
+  e:
+    command: [srv, "--port={port}\0"]
+    env: {"": a, "A=B": c}
+models:
+  - name: a
+    model_path: "a\0"
+    engine: e
+    args: ["--x\0"]
+    env: {"": x, "C=D": y, "E\0": z, F: "\0"}
+"#,
+        expect![[r#"
+            hub.yaml:3:20: engines.e.command[1]: holds a NUL character (`\0`), which no argument, environment variable, path or request can carry
+            hub.yaml:7:17: models[0].model_path: holds a NUL character (`\0`), which no argument, environment variable, path or request can carry
+            hub.yaml:9:12: models[0].args[0]: holds a NUL character (`\0`), which no argument, environment variable, path or request can carry
+            hub.yaml:10:28: models[0].env.E\0: holds a NUL character (`\0`), which no argument, environment variable, path or request can carry
+            hub.yaml:10:41: models[0].env.F: holds a NUL character (`\0`), which no argument, environment variable, path or request can carry"#]],
+    );
+    check(
+        r#"engines:
+  e:
+    command: [srv, "--port={port}"]
+    env: {"": a, "A=B": c}
+models:
+  - name: a
+    model_path: a
+    engine: e
+    env: {"": x, "C=D": y}
+"#,
+        expect![[r#"
+            hub.yaml:4:11: engines.e.env[""]: an environment variable needs a name
+            hub.yaml:4:18: engines.e.env.A=B: an environment variable's name cannot hold `=`: the worker would see "A" set to "B"
+            hub.yaml:9:11: models[0].env[""]: an environment variable needs a name
+            hub.yaml:9:18: models[0].env.C=D: an environment variable's name cannot hold `=`: the worker would see "C" set to "D""#]],
+    );
+}
+
+/// Issue 11, item 12: the kernel refuses to start a process with an argument or environment
+/// string over 128 KiB, or all of them over ARG_MAX (2 MiB, shared with the environment the
+/// daemon passes on); `exec` failed with E2BIG at every start.
+#[test]
+fn arguments_the_kernel_would_refuse_are_refused_first() {
+    let long = "x".repeat(131_072);
+    let tenth = "y".repeat(100_000);
+    let yaml = format!(
+        "engines:
+  e:
+    command: [srv, '--model={{model_path}}', '{long}']
+models:
+  - name: a
+    model_path: '{}'
+  - name: b
+    model_path: b
+    args: ['{long}']
+    env: {{K: '{long}'}}
+  - name: c
+    model_path: c
+    args: [{}]
+  - name: d
+    model_path: '{}'
+    engine: e
+",
+        "p".repeat(131_072),
+        vec![format!("'{tenth}'"); 11].join(", "),
+        "p".repeat(131_063),
+    );
+    check(
+        &yaml,
+        expect![[r#"
+            hub.yaml:3:44: engines.e.command[2]: is 131072 bytes long once filled in; the kernel refuses an argument or environment string over 131071 bytes
+            hub.yaml:6:17: models[0].model_path: makes the built-in engine's command[5] 131072 bytes long once filled in; the kernel refuses an argument or environment string over 131071 bytes
+            hub.yaml:9:12: models[1].args[0]: is 131072 bytes long once filled in; the kernel refuses an argument or environment string over 131071 bytes
+            hub.yaml:10:14: models[1].env.K: is 131074 bytes long once filled in; the kernel refuses an argument or environment string over 131071 bytes
+            hub.yaml:11:5: models[2]: the worker's arguments and environment would take 1104337 bytes; hub.yaml may use 1048576 of the kernel's limit (ARG_MAX, usually 2 MiB), which also holds the environment the daemon passes on"#]],
+    );
+}
+
+/// Issue 11, item 12: `engine::render` leaves an unknown `{word}` as written, so `{nmae}` reached
+/// the worker verbatim. In an engine's command, stop_command and requests any `{word}` that is no
+/// placeholder is refused; in args and environment values, which may hold literal braces, only a
+/// likely typo of one.
+#[test]
+fn unknown_placeholders_are_refused_with_the_nearest() {
+    check(
+        r#"engines:
+  e:
+    command: [srv, "{nmae}", "--port={port}", "{json}"]
+    stop_command: [docker, stop, "hub-{name}", "{modle_path}"]
+    env: {A: "{prot}", B: "{literal}"}
+    health: {path: "/health/{hots}"}
+    load: {path: /load, body: '{"model": "{model}"}'}
+    unload: {path: "/{name}/unload", body: '{"model": "{model_path}"}'}
+models:
+  - name: a
+    model_path: a
+    engine: e
+    args: ["{hub_}", "{literal}", "{}", "{{name}}"]
+    env: {C: "{nmae}", D: "{asctime} {message}"}
+"#,
+        expect![[r#"
+            hub.yaml:3:20: engines.e.command[1]: unknown placeholder {nmae} (did you mean {name}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:3:47: engines.e.command[3]: unknown placeholder {json}; hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:4:48: engines.e.stop_command[3]: unknown placeholder {modle_path} (did you mean {model_path}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:5:14: engines.e.env.A: unknown placeholder {prot} (did you mean {port}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:6:20: engines.e.health.path: unknown placeholder {hots} (did you mean {host}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:7:31: engines.e.load.body: unknown placeholder {model}; hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:13:12: models[0].args[0]: unknown placeholder {hub_} (did you mean {hub}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}
+            hub.yaml:14:14: models[0].env.C: unknown placeholder {nmae} (did you mean {name}?); hub fills in {name}, {model_path}, {port}, {host}, {hub}"#]],
+    );
+}
+
+/// The placeholders the checks know are the ones `engine::render` fills in.
+#[test]
+fn the_known_placeholders_are_the_rendered_ones() {
+    let vars = crate::engine::Vars {
+        name: "n",
+        model_path: "m",
+        port: 1,
+        host: "h",
+        hub: "x",
+    };
+    for placeholder in super::templates::PLACEHOLDERS {
+        let template = format!("{{{placeholder}}}");
+        assert_ne!(crate::engine::render(&template, &vars), template);
+    }
+    assert_eq!(crate::engine::render("{other}", &vars), "{other}");
+}
+
 /// Issue 11, item 12: a request path with a CR LF, a space or no leading `/` reached the worker
 /// changed (a URL parser drops or encodes them) or not at all.
 #[test]
@@ -628,5 +780,31 @@ models: []
             hub.yaml:4:20: engines.e.health.path: invalid request path "/health\r\nX-Injected: 1": start it with `/`, and write no spaces or control characters (percent-encode them)
             hub.yaml:5:18: engines.e.load.path: invalid request path "load": start it with `/`, and write no spaces or control characters (percent-encode them)
             hub.yaml:6:20: engines.e.unload.path: invalid request path "/un load": start it with `/`, and write no spaces or control characters (percent-encode them)"#]],
+    );
+}
+
+/// Issue 11, item 12: `interval: 0ms` probed in a busy loop; a zero start, stop or request
+/// timeout can never be met; and a duration past the year 9999 panics the clock it is added to.
+#[test]
+fn durations_have_a_floor_where_zero_cannot_work_and_a_ceiling() {
+    check(
+        "engines:
+  e:
+    command: [srv]
+    health: {interval: 0ms, start_timeout: 999ms}
+    stop_timeout: 0s
+    load: {path: /load, timeout: 0ms}
+    unload: {path: /unload, timeout: 8761h}
+models:
+  - {name: a, model_path: a, idle_unload_after: 99999999h}
+  - {name: b, model_path: b, idle_unload_after: 0s}
+",
+        expect![[r#"
+            hub.yaml:4:24: engines.e.health.interval: 0ms is less than the minimum of 100ms: probing more often is a busy loop
+            hub.yaml:4:44: engines.e.health.start_timeout: 999ms is less than the minimum of 1s: a worker needs time to start and answer its first probe
+            hub.yaml:5:19: engines.e.stop_timeout: 0s is less than the minimum of 100ms: the worker, and its stop_command, would be killed before they could stop it
+            hub.yaml:6:34: engines.e.load.timeout: 0ms is less than the minimum of 100ms: no worker could answer in time
+            hub.yaml:7:38: engines.e.unload.timeout: 8761h is more than the maximum of 8760h (a year)
+            hub.yaml:9:49: models[0].idle_unload_after: 99999999h is more than the maximum of 8760h (a year)"#]],
     );
 }
