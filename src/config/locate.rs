@@ -15,6 +15,8 @@ use super::load::Problem;
 /// of the value its pointer names, or of its key when `at_key` (so an unknown key points at
 /// itself).
 pub fn fill_lines(text: &str, problems: &mut [Problem]) {
+    // As `parse` reads it: a byte order mark is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Pointer → the problems that want it, and whether any of them wants the key.
     let mut wanted: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, problem) in problems.iter().enumerate() {

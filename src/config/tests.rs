@@ -515,6 +515,17 @@ fn a_byte_order_mark_is_ignored() {
         "\u{feff}---\nmodels:\n  - {name: a, model_path: a}\n",
         expect!["ok: 1 models, 0 groups"],
     );
+    // Problems found outside `parse` are located in the same text, mark and all.
+    let mut problems = vec![super::Problem {
+        path: "models[0].port".to_string(),
+        line: None,
+        column: None,
+        message: String::new(),
+        at_key: false,
+        pointer: "/models/0/port".to_string(),
+    }];
+    super::locate::fill_lines("\u{feff}models:\n  - {name: a, port: 80}\n", &mut problems);
+    assert_eq!((problems[0].line, problems[0].column), (Some(2), Some(21)));
 }
 
 /// Issue 11, item 12: integers past 64 bits were "invalid type: integer `…` as u128, expected any
