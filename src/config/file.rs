@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const SLUG_PATTERN: &str = r"^[a-z0-9][a-z0-9_-]{0,62}$";
 /// A duration such as `500ms`, `90s`, `15m` or `1h`.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
+/// An HTTP request path: from `/`, with no spaces or control characters, which a URL parser
+/// would drop or refuse (a CR LF in it could even start a header).
+pub const HTTP_PATH_PATTERN: &str = r"^/[^\x00-\x20\x7F]*$";
 
 /// The desired state of one machine: which model servers exist, which run, which keep weights loaded.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -146,7 +149,7 @@ pub struct GroupFile {
     #[schemars(pattern(SLUG_PATTERN))]
     pub name: String,
     /// At most this many of the group's models are loaded at once.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub max_loaded: u32,
 }
 
@@ -185,7 +188,7 @@ pub struct EngineFile {
 pub struct HealthFile {
     /// HTTP path answered with 2xx when ready. Default `/health`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^/"))]
+    #[schemars(pattern(HTTP_PATH_PATTERN))]
     pub path: Option<String>,
     /// Time between probes of a running worker. Default `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,7 +208,7 @@ pub struct HttpCallFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,
     /// Request path, starting with `/`; placeholders as in `command`.
-    #[schemars(pattern(r"^/"))]
+    #[schemars(pattern(HTTP_PATH_PATTERN))]
     pub path: String,
     /// Request body (JSON text); placeholders as in `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

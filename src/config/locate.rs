@@ -1,63 +1,137 @@
-//! Line and column for a problem's JSON path, found by re-parsing the text with position marks.
+//! Line and column for a problem's JSON path, found by re-reading the text with position marks.
 //!
 //! serde_yaml gives positions only for syntax errors, so for schema and semantic problems we walk
-//! the same path through saphyr's marked nodes. This runs only for files that already parsed.
+//! the same paths through saphyr's parser events, once for all problems: no tree is built, and a
+//! file with many problems costs no more than one with a few. This runs only for files that
+//! already parsed.
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, Span};
 
 use super::load::Problem;
 
-/// Fills in `line` and `column` of every problem whose path can be found in `text`.
+/// Fills in `line` and `column` of every problem whose path can be found in `text`: the position
+/// of the value its pointer names, or of its key when `at_key` (so an unknown key points at
+/// itself).
 pub fn fill_lines(text: &str, problems: &mut [Problem]) {
-    if problems.iter().all(|p| p.line.is_some()) {
+    // As `parse` reads it: a byte order mark is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Pointer → the problems that want it, and whether any of them wants the key.
+    let mut wanted: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, problem) in problems.iter().enumerate() {
+        if problem.line.is_none() {
+            wanted.entry(problem.pointer.clone()).or_default().push(i);
+        }
+    }
+    if wanted.is_empty() {
         return;
     }
-    let Ok(documents) = MarkedYaml::load_from_str(text) else {
-        return;
+    let mut found = |pointer: &str, span: Span, key: bool| {
+        if let Some(indices) = wanted.get(pointer) {
+            for &i in indices {
+                let problem = &mut problems[i];
+                // A key is wanted by `at_key` problems only; a value by the others, and by
+                // `at_key` problems whose pointer names no key (a sequence item, the root).
+                if problem.line.is_none() && (problem.at_key == key || !key) {
+                    problem.line = Some(span.start.line());
+                    problem.column = Some(span.start.col() + 1);
+                }
+            }
+        }
     };
-    let Some(root) = documents.first() else {
-        return;
-    };
-    for problem in problems.iter_mut().filter(|p| p.line.is_none()) {
-        if let Some((line, column)) = find(root, &problem.pointer, problem.at_key) {
-            problem.line = Some(line);
-            problem.column = Some(column);
+
+    /// A collection being read, and where its pointer ends in `path`.
+    enum Frame {
+        Sequence {
+            next: usize,
+        },
+        Mapping {
+            value_of: Option<Option<String>>,
+        },
+        /// Inside a key that is itself a collection: nothing in it has a pointer.
+        Unaddressable,
+    }
+    let mut path = String::new();
+    let mut stack: Vec<(Frame, usize)> = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return;
+        };
+        let starts_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+        );
+        let ends_node = matches!(event, Event::SequenceEnd | Event::MappingEnd);
+        if ends_node && let Some((_, length)) = stack.pop() {
+            path.truncate(length);
+        }
+        // Where this node sits in its parent: its pointer is `path` after this.
+        let mut addressable = true;
+        let parent_length = path.len();
+        if starts_node {
+            match stack.last_mut() {
+                None => {}
+                Some((Frame::Unaddressable, _)) => addressable = false,
+                Some((Frame::Sequence { next }, _)) => {
+                    path.push('/');
+                    path.push_str(&next.to_string());
+                    *next += 1;
+                }
+                Some((Frame::Mapping { value_of }, _)) => match value_of.take() {
+                    // A key: remember it for the value that follows.
+                    None => {
+                        let key = match &event {
+                            Event::Scalar(key, ..) => Some(escape(key)),
+                            _ => None,
+                        };
+                        if let Some(key) = &key {
+                            let key_pointer = format!("{path}/{key}");
+                            found(&key_pointer, span, true);
+                        }
+                        *value_of = Some(key);
+                        addressable = false;
+                    }
+                    Some(Some(key)) => {
+                        path.push('/');
+                        path.push_str(&key);
+                    }
+                    Some(None) => addressable = false,
+                },
+            }
+            if addressable {
+                found(&path, span, false);
+            }
+        }
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                let frame = if !addressable {
+                    Frame::Unaddressable
+                } else if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Sequence { next: 0 }
+                } else {
+                    Frame::Mapping { value_of: None }
+                };
+                stack.push((frame, parent_length));
+            }
+            Event::Scalar(..) | Event::Alias(_) => path.truncate(parent_length),
+            Event::DocumentEnd => return,
+            _ => {}
         }
     }
 }
 
-/// Walks a JSON pointer (`/models/2/group`) and returns the 1-based position of the value it
-/// names, or of its key when `at_key` (so an unknown key points at itself).
-fn find(root: &MarkedYaml, pointer: &str, at_key: bool) -> Option<(usize, usize)> {
-    let mut node = root;
-    let mut key_position = None;
-    for segment in pointer.split('/').skip(1) {
-        let segment = segment.replace("~1", "/").replace("~0", "~");
-        match &node.data {
-            YamlData::Mapping(map) => {
-                let (k, v) = map
-                    .iter()
-                    .find(|(k, _)| scalar_text(k) == Some(segment.as_str()))?;
-                key_position = Some(mark(k));
-                node = v;
-            }
-            YamlData::Sequence(items) => {
-                node = items.get(segment.parse::<usize>().ok()?)?;
-                key_position = None;
-            }
-            _ => return None,
-        }
-    }
-    match key_position {
-        Some(position) if at_key => Some(position),
-        _ => Some(mark(node)),
-    }
+/// A key as a JSON pointer segment.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Where a mapping repeats `key` (a duplicate key): the 1-based line and column of its second
 /// appearance. Walks parser events only, so aliases are never expanded.
 pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
-    use saphyr_parser::{Event, Parser};
     /// A mapping being read: its keys so far, and whether the next node is a key.
     struct Mapping<'a> {
         keys: Vec<std::borrow::Cow<'a, str>>,
@@ -99,16 +173,4 @@ pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-fn mark(node: &MarkedYaml) -> (usize, usize) {
-    (node.span.start.line(), node.span.start.col() + 1)
-}
-
-fn scalar_text<'a>(node: &'a MarkedYaml) -> Option<&'a str> {
-    match &node.data {
-        YamlData::Value(Scalar::String(s)) => Some(s),
-        YamlData::Representation(s, _, _) => Some(s),
-        _ => None,
-    }
 }

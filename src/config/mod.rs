@@ -2,13 +2,17 @@
 //!
 //! `file` is the syntax (serde + schemars, which also generates `schemas/hub.schema.json`);
 //! `load` checks it and produces a [`Desired`], the only form the rest of hub ever sees;
-//! `locate` finds line and column for a problem's path.
+//! `locate` finds line and column for a problem's path; `nesting` bounds how deep the YAML nests
+//! before it is parsed.
 
 mod desired;
 mod file;
 mod load;
 mod locate;
+mod nesting;
 pub mod reference;
+mod templates;
+mod yaml;
 
 pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
