@@ -34,7 +34,7 @@ pub struct HubFile {
     /// Daemon log level. Default `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<LogLevel>,
-    /// Directory for the daemon log, one `<model>.log` per worker, and the state file.
+    /// Directory for the daemon log, the state file, and `workers/<model>.log` per worker.
     /// Created if missing. Default: a per-user state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_path: Option<String>,

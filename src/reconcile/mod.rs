@@ -37,6 +37,8 @@ pub use workers::{BoxFuture, RealWorkers, Workers};
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A ready worker that fails this many health probes in a row is restarted.
 const HEALTH_FAILURES: u32 = 3;
+/// A rejected edit shows at most this many problems in the status.
+const MAX_SHOWN_PROBLEMS: usize = 100;
 /// The warning shown while hub.yaml's host, port or log_path differ from the running daemon's.
 const SETTINGS_WARNING: &str =
     "host, port or log_path changed: they take effect when hub serve restarts";
@@ -720,18 +722,35 @@ impl Reconciler {
                 {
                     return false;
                 }
+                // The log and the status show the first problems; `hub validate` lists them all.
+                let total = rejection.problems.len();
+                let mut shown = rejection;
+                if total > MAX_SHOWN_PROBLEMS {
+                    shown.problems.truncate(MAX_SHOWN_PROBLEMS);
+                    shown.problems.push(crate::config::Problem {
+                        path: String::new(),
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "and {} more problems: `hub validate` lists them all",
+                            total - MAX_SHOWN_PROBLEMS
+                        ),
+                        at_key: false,
+                        pointer: String::new(),
+                    });
+                }
                 tracing::error!(
-                    "rejected an edit of {} ({} problems); the last good config stays in force:\n{rejection}",
+                    "rejected an edit of {} ({total} problems); the last good config stays in force:\n{shown}",
                     update.path.display(),
-                    rejection.problems.len()
                 );
                 self.journal.count(|m| m.config_rejected += 1);
-                let message = format!("rejected an edit: {} problems", rejection.problems.len());
+                let message = format!("rejected an edit: {total} problems");
                 note(&self.journal, now, None, "config", message);
+                let errors = shown.problems;
                 self.rejected = Some(RejectedEdit {
                     at: rfc3339(now),
                     sha256: update.sha256,
-                    errors: rejection.problems,
+                    errors,
                 });
                 true
             }

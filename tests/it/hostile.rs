@@ -420,3 +420,25 @@ async fn a_state_file_that_cannot_be_written_shows_in_the_warnings_until_it_can(
     .await;
     assert!(state.is_file());
 }
+
+#[tokio::test]
+async fn a_file_with_thousands_of_problems_shows_the_first_hundred() {
+    let file = format!("{QUICK_ENGINE}{BOTH}");
+    let hub = TempHub::start(&file).await;
+    hub.converged().await;
+    let mut broken = format!("{QUICK_ENGINE}models:\n");
+    for i in 0..2000 {
+        broken.push_str(&format!("  - {{name: BAD{i}, model_path: x}}\n"));
+    }
+    hub.save_config(&broken);
+    let errors = wait_until("the edit rejected", || async {
+        let rejected = hub.status().await["config"]["rejected"].clone();
+        (!rejected.is_null()).then(|| rejected["errors"].as_array().unwrap().clone())
+    })
+    .await;
+    assert_eq!(errors.len(), 101);
+    assert_eq!(
+        errors[100]["message"],
+        "and 1900 more problems: `hub validate` lists them all"
+    );
+}
