@@ -2,19 +2,22 @@
 //! temp dir with built-in workers, driven as an operator would, measured from outside.
 //!
 //! 2. Save to converged: a 100-model hub.yaml saved so that 10 workers start, split into detect,
-//!    validate, plan, spawn and worker readiness; a save that changes nothing; a save that
-//!    restarts one model.
+//!    validate, plan, spawn and worker readiness, at the default `--max-concurrent`; a save that
+//!    changes nothing; a save that restarts one model.
 //! 3. Status reads: `GET /hub/status` under wrk against nginx serving the same bytes from a
-//!    file, quiet and during a reconcile storm (a save every 50 ms).
+//!    file, in alternating rounds (nginx, hub, nginx, hub, ...), quiet and during a reconcile
+//!    storm (a save every 50 ms, each starting one worker and stopping another). Each ratio is
+//!    the median of the rounds, printed with its spread.
 //! 4. Scale: 1,000 models with 200 workers: time to converge from cold, idle RSS and CPU.
 //! 5. The built-in worker: spawn to healthy, and loading a 100 MB file.
 //!
 //! The split of a save comes from the status the daemon publishes (`config.applied_at`, each
-//! worker's `started_at`, `last_reconcile.finished_at`; 1 ms resolution) and the time of the
+//! worker's `started_at`, `last_reconcile.finished_at`; microseconds) and the time of the
 //! write; validate and plan are too short to see there and are timed in this process on the same
 //! file with the same code. Run with `cargo bench --bench daemon`, or everything with `bench/run`.
-//! `HUB_BENCH_PARTS=2,5` picks parts; `HUB_BENCH_RUNS`, `HUB_BENCH_WRK_SECONDS` and
-//! `HUB_BENCH_IDLE_SECONDS` shorten them; `HUB_BENCH_VERBOSE=1` prints every timed save.
+//! `HUB_BENCH_PARTS=2,5` picks parts; `HUB_BENCH_RUNS`, `HUB_BENCH_WRK_SECONDS`,
+//! `HUB_BENCH_ROUNDS` (at least 5 for a ratio to pass) and `HUB_BENCH_IDLE_SECONDS` shorten them;
+//! `HUB_BENCH_VERBOSE=1` prints every timed save.
 
 mod support;
 
@@ -73,6 +76,7 @@ async fn run() -> ExitCode {
     let runs = env_number("HUB_BENCH_RUNS", 20);
     let wrk_seconds = env_number("HUB_BENCH_WRK_SECONDS", 10);
     let idle_seconds = env_number("HUB_BENCH_IDLE_SECONDS", 30);
+    let rounds = env_number("HUB_BENCH_ROUNDS", MIN_ROUNDS).max(1);
     let mut failed = false;
     let mut report = |part: &str, result: anyhow::Result<()>| {
         if let Err(e) = result {
@@ -85,7 +89,7 @@ async fn run() -> ExitCode {
         report("2 save to converged", save_to_converged(runs).await);
     }
     if wanted("3") {
-        report("3 status reads", status_reads(wrk_seconds).await);
+        report("3 status reads", status_reads(wrk_seconds, rounds).await);
     }
     if wanted("4") {
         report("4 scale", scale(idle_seconds).await);
@@ -210,14 +214,15 @@ async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
     let validate = Samples::new(time_validate(&on, 50)?);
     let plan = Samples::new(time_plan(&off, &on, 200)?);
 
-    // The 10 starts run at once only if --max-concurrent allows 10; the default is 8, so the
-    // last two wait for a slot. Measure the split with 10, and the total with the default.
+    // SPEC's target is judged as hub ships: at the default --max-concurrent (8), the last two of
+    // the 10 starts wait for a slot. The same saves with --max-concurrent 10 show what that wait
+    // costs, and are not judged.
     let mut later = Rows::default();
     let mut split = Vec::new();
-    let mut defaults = Vec::new();
+    let mut ten_at_once = Vec::new();
     for (args, saves) in [
-        (&["--max-concurrent", "10"][..], &mut split),
-        (&[][..], &mut defaults),
+        (&[][..], &mut split),
+        (&["--max-concurrent", "10"][..], &mut ten_at_once),
     ] {
         let hub = Daemon::start(&off, 100, args)?;
         hub.converged(1, Duration::from_secs(30)).await?;
@@ -230,12 +235,11 @@ async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if args.is_empty() {
-            break;
+            // Still at "off": now a save that restarts one model, and saves that change nothing.
+            hub.timed_save(&on, 10).await?;
+            restart_one(&hub, &on, &on_v2, runs, &mut later).await?;
+            no_op_saves(&hub, runs, &mut later).await?;
         }
-        // Still at "off": now a save that restarts one model, and saves that change nothing.
-        hub.timed_save(&on, 10).await?;
-        restart_one(&hub, &on, &on_v2, runs, &mut later).await?;
-        no_op_saves(&hub, runs, &mut later).await?;
         hub.shutdown().await?;
     }
 
@@ -296,10 +300,10 @@ async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
         "-",
         "-",
     );
-    split_row("spawn 10 workers", &spawn);
+    split_row("spawn 10 workers (8 at once, 2 wait for a slot)", &spawn);
     row(
         PART,
-        "start 10: hub's overhead, detect+validate+plan+spawn, median (p95)",
+        "start 10: hub's overhead, detect+validate+plan+spawn (default --max-concurrent 8), median (p95)",
         &m_p95(&overhead),
         &format!("< {OVERHEAD_TARGET_MS} ms median"),
         verdict(overhead.median() < OVERHEAD_TARGET_MS),
@@ -313,19 +317,16 @@ async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
         &format!("< {TOTAL_TARGET_MS} ms + readiness"),
         verdict(seen_less_readiness.median() < TOTAL_TARGET_MS),
     );
-    let default_seen = stat(&defaults, Save::total_seen);
-    let default_overhead = stat(&defaults, Save::overhead);
+    let wide_overhead = stat(&ten_at_once, Save::overhead);
+    let wide_spawn = stat(&ten_at_once, Save::plan_and_spawn);
     row(
         PART,
-        "start 10, default --max-concurrent 8: write to converged, median (p95)",
-        &m_p95(&default_seen),
-        "-",
-        "-",
-    );
-    row(
-        PART,
-        "start 10, default --max-concurrent 8: write to last spawn, median (p95)",
-        &m_p95(&default_overhead),
+        "start 10, --max-concurrent 10 (not judged): hub's overhead / plan+spawn, medians",
+        &format!(
+            "{} / {}",
+            ms(wide_overhead.median()),
+            ms(wide_spawn.median())
+        ),
         "-",
         "-",
     );
@@ -472,22 +473,31 @@ fn time_plan(before: &str, after: &str, runs: usize) -> anyhow::Result<Vec<f64>>
 // ---------------------------------------------------------------------------------------------
 // Part 3: status reads against nginx.
 
-async fn status_reads(seconds: u64) -> anyhow::Result<()> {
+/// Alternating rounds per ratio (nginx, hub, nginx, hub, ...): one round per side is noise on a
+/// small shared machine, where two back-to-back runs of the same server differ by 10% or more.
+const MIN_ROUNDS: u64 = 5;
+
+async fn status_reads(seconds: u64, rounds: u64) -> anyhow::Result<()> {
     const PART: &str = "3 status reads";
     if !installed("wrk") || !installed("nginx") {
-        row(
-            PART,
-            "skipped",
-            "wrk or nginx is not installed (bench/run installs them)",
-            "-",
-            "-",
-        );
+        // A skipped part is a missed target, never a quiet gap in the table.
+        for when in ["quiet", "storm"] {
+            row(
+                PART,
+                &format!("{when}: skipped"),
+                "wrk or nginx is not installed (bench/run installs them: apt-get install nginx-light wrk)",
+                &format!(">= {:.0}% of nginx", STATUS_RATIO_TARGET * 100.0),
+                "MISS",
+            );
+        }
         return Ok(());
     }
-    let threads = env_number("HUB_BENCH_WRK_THREADS", 2);
-    let connections = env_number("HUB_BENCH_WRK_CONNECTIONS", 16);
+    // One wrk thread and one nginx worker: on a 2-core machine wrk takes one core and the server
+    // the other; more wrk threads only fight the server for its core.
+    let threads = env_number("HUB_BENCH_WRK_THREADS", 1);
+    let connections = env_number("HUB_BENCH_WRK_CONNECTIONS", 32);
     println!(
-        "status reads: wrk -t{threads} -c{connections} -d{seconds}s --latency, hub vs nginx, same bytes"
+        "status reads: wrk -t{threads} -c{connections} -d{seconds}s --latency, {rounds} alternating rounds (nginx, hub), quiet then during a storm"
     );
     let port = free_port()?;
     let on = config(port, 100, ten_running, unchanged);
@@ -504,16 +514,28 @@ async fn status_reads(seconds: u64) -> anyhow::Result<()> {
     let served = nginx.wait_ready(&hub.http).await?;
     ensure!(served == body, "nginx does not serve the status bytes");
     let hub_url = format!("{}/hub/status", hub.url);
-    let wrk = |url: String| async move { wrk(&url, threads, connections, seconds).await };
+    let alternate = || async {
+        let mut pairs = Vec::new();
+        for round in 1..=rounds {
+            println!("  round {round} of {rounds}");
+            let nginx_run = wrk(&nginx.url, threads, connections, seconds).await?;
+            let hub_run = wrk(&hub_url, threads, connections, seconds).await?;
+            pairs.push((hub_run, nginx_run));
+        }
+        anyhow::Ok(pairs)
+    };
 
-    let nginx_quiet = wrk(nginx.url.clone()).await?;
-    let hub_quiet = wrk(hub_url.clone()).await?;
+    let quiet = alternate().await?;
     let generation = hub.status().await?["generation"].as_u64().unwrap_or(0);
+    let actions_before = worker_actions(&hub).await?;
     let storm = Storm::start(hub.config(), on.clone());
-    let hub_storm = wrk(hub_url.clone()).await?;
-    let nginx_storm = wrk(nginx.url.clone()).await?;
+    let stormy = alternate().await;
     let saves = storm.stop().await;
+    let stormy = stormy?;
+    // Let the last save settle, so its start and stop are counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let generations = hub.status().await?["generation"].as_u64().unwrap_or(0) - generation;
+    let actions = worker_actions(&hub).await?.since(&actions_before);
     hub.save(&on)?;
     drop(nginx);
     hub.shutdown().await?;
@@ -525,36 +547,71 @@ async fn status_reads(seconds: u64) -> anyhow::Result<()> {
         "-",
         "-",
     );
-    for (when, hub_run, nginx_run) in [
-        ("quiet", &hub_quiet, &nginx_quiet),
-        ("storm", &hub_storm, &nginx_storm),
-    ] {
-        let ratio = hub_run.rps / nginx_run.rps;
+    let enough = rounds >= MIN_ROUNDS;
+    let shortfall = if enough {
+        String::new()
+    } else {
+        format!(" (fewer than {MIN_ROUNDS} rounds: cannot pass)")
+    };
+    for (when, pairs) in [("quiet", &quiet), ("storm", &stormy)] {
+        let ratios = Samples::new(pairs.iter().map(|(h, n)| h.rps / n.rps).collect());
+        let hub_rps = Samples::new(pairs.iter().map(|(h, _)| h.rps).collect());
+        let nginx_rps = Samples::new(pairs.iter().map(|(_, n)| n.rps).collect());
+        let hub_p99 = Samples::new(pairs.iter().map(|(h, _)| h.p99_ms).collect());
+        let nginx_p99 = Samples::new(pairs.iter().map(|(_, n)| n.p99_ms).collect());
         row(
             PART,
-            &format!("{when}: hub / nginx requests per second"),
             &format!(
-                "{:.0} / {:.0} = {:.0}%",
-                hub_run.rps,
-                nginx_run.rps,
-                ratio * 100.0
+                "{when}: hub / nginx requests per second, median of {} rounds (min-max)",
+                ratios.len()
+            ),
+            &format!(
+                "{:.0}% ({:.0}-{:.0}%); hub {:.0} ({:.0}-{:.0}), nginx {:.0} ({:.0}-{:.0}){shortfall}",
+                ratios.median() * 100.0,
+                ratios.min() * 100.0,
+                ratios.max() * 100.0,
+                hub_rps.median(),
+                hub_rps.min(),
+                hub_rps.max(),
+                nginx_rps.median(),
+                nginx_rps.min(),
+                nginx_rps.max(),
             ),
             &format!(">= {:.0}%", STATUS_RATIO_TARGET * 100.0),
-            verdict(ratio >= STATUS_RATIO_TARGET),
+            verdict(enough && ratios.median() >= STATUS_RATIO_TARGET),
         );
         row(
             PART,
-            &format!("{when}: hub p99 (nginx p99)"),
-            &format!("{} ({})", ms(hub_run.p99_ms), ms(nginx_run.p99_ms)),
+            &format!(
+                "{when}: hub p99, median of {} rounds (min-max); nginx p99",
+                hub_p99.len()
+            ),
+            &format!(
+                "{} ({}-{}); nginx {} ({}-{})",
+                ms(hub_p99.median()),
+                ms(hub_p99.min()),
+                ms(hub_p99.max()),
+                ms(nginx_p99.median()),
+                ms(nginx_p99.min()),
+                ms(nginx_p99.max()),
+            ),
             &format!("< {STATUS_P99_TARGET_MS} ms"),
-            verdict(hub_run.p99_ms < STATUS_P99_TARGET_MS),
+            verdict(enough && hub_p99.median() < STATUS_P99_TARGET_MS),
         );
-        for (server, run) in [("hub", hub_run), ("nginx", nginx_run)] {
-            if !run.errors.is_empty() {
+        let hub_errors: Vec<&str> = pairs
+            .iter()
+            .flat_map(|(h, _)| h.errors.iter().map(String::as_str))
+            .collect();
+        let nginx_errors: Vec<&str> = pairs
+            .iter()
+            .flat_map(|(_, n)| n.errors.iter().map(String::as_str))
+            .collect();
+        for (server, errors) in [("hub", hub_errors), ("nginx", nginx_errors)] {
+            if !errors.is_empty() {
                 row(
                     PART,
                     &format!("{when}: {server} errors"),
-                    &run.errors.join("; "),
+                    &errors.join("; "),
                     "none",
                     "MISS",
                 );
@@ -563,20 +620,29 @@ async fn status_reads(seconds: u64) -> anyhow::Result<()> {
     }
     row(
         PART,
-        "storm: saves written / generations applied",
+        "storm: saves written / generations applied / workers started / workers stopped",
         &format!(
-            "{saves} / {generations} in {:.0} s (one save every {} ms)",
-            2.0 * seconds as f64,
+            "{saves} / {generations} / {} / {} in {:.0} s (one save every {} ms, each starts one worker and stops another)",
+            actions.started,
+            actions.stopped,
+            (2 * rounds * seconds) as f64,
             STORM_EVERY.as_millis()
         ),
         "-",
         "-",
     );
+    ensure!(
+        actions.started > 0 && actions.stopped > 0,
+        "the storm started {} and stopped {} workers: it did not exercise the reconciler",
+        actions.started,
+        actions.stopped
+    );
     Ok(())
 }
 
-/// Saves the config every [`STORM_EVERY`] with one model's label changed, so each save is a new
-/// generation and a reconcile pass, while reads are measured.
+/// Saves the config every [`STORM_EVERY`] so that each save is a new generation whose pass
+/// really acts: besides the ten always running, one more model runs, a different one each save
+/// (m0010, m0011, ... m0019, round again), so every save starts one worker and stops another.
 struct Storm {
     task: tokio::task::JoinHandle<()>,
     saves: Arc<AtomicUsize>,
@@ -584,14 +650,14 @@ struct Storm {
 
 impl Storm {
     fn start(path: PathBuf, text: String) -> Storm {
+        let texts: Vec<String> = (10..20).map(|i| with_running(&text, i)).collect();
         let saves = Arc::new(AtomicUsize::new(0));
         let counter = saves.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(STORM_EVERY);
-            for n in 0.. {
+            for text in texts.iter().cycle() {
                 tick.tick().await;
-                let text = text.replacen("model_type: lm", &format!("model_type: lm{n}"), 1);
-                if save_file(&path, &text).is_ok() {
+                if save_file(&path, text).is_ok() {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -604,6 +670,59 @@ impl Storm {
         let _ = self.task.await;
         self.saves.load(Ordering::Relaxed)
     }
+}
+
+/// `text` with model `i` set to `state: running`.
+fn with_running(text: &str, i: usize) -> String {
+    let name = support::model_name(i);
+    text.lines()
+        .map(|line| {
+            if line.starts_with(&format!("  - {{name: {name},")) {
+                line.replace("state: stopped", "state: running")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Workers started and stopped so far, as the daemon's `hub_actions_total` counts them (ok or
+/// superseded by a newer save: either way the reconciler acted).
+struct WorkerActions {
+    started: u64,
+    stopped: u64,
+}
+
+impl WorkerActions {
+    fn since(&self, before: &WorkerActions) -> WorkerActions {
+        WorkerActions {
+            started: self.started - before.started,
+            stopped: self.stopped - before.stopped,
+        }
+    }
+}
+
+async fn worker_actions(hub: &Daemon) -> anyhow::Result<WorkerActions> {
+    let text = hub
+        .http
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let count = |action: &str| -> u64 {
+        text.lines()
+            .filter(|line| line.starts_with(&format!("hub_actions_total{{action=\"{action}\",")))
+            .filter(|line| !line.contains("result=\"failed\""))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    Ok(WorkerActions {
+        started: count("start"),
+        stopped: count("stop"),
+    })
 }
 
 /// What wrk measured.
@@ -697,12 +816,13 @@ impl Nginx {
         };
         let root_text = root.display();
         // As served in production: sendfile, no access log, long keep-alive (hub's server keeps
-        // connections as long as the client wants, so nginx may too).
+        // connections as long as the client wants, so nginx may too). One worker process: wrk
+        // takes the other core of the 2-core machine the figures are taken on.
         let conf = format!(
             "{user}
 daemon off;
 master_process on;
-worker_processes auto;
+worker_processes 1;
 pid {root_text}/nginx.pid;
 error_log {root_text}/error.log warn;
 events {{ worker_connections 1024; }}

@@ -22,14 +22,18 @@ pub mod supervisor;
 pub mod watch;
 pub mod worker;
 
-/// RFC 3339 in UTC with millisecond precision, the form every time in the API takes.
+/// RFC 3339 in UTC with microsecond precision and a fixed width
+/// (`2026-11-23T10:00:00.123456Z`), the form every time in the API takes.
+///
+/// Microseconds, because the split of a save (detect, validate, plan, spawn) is read from these
+/// times and its parts last a few milliseconds: whole milliseconds made every interval read up
+/// to 1 ms short or long. Six digits always, so times line up in columns and sort as text.
 pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
     let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at
-        .replace_nanosecond(at.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(at);
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
+    at.format(FORMAT).unwrap_or_else(|_| at.to_string())
 }
 
 /// Lowercase hex SHA-256, as `config.sha256` shows it.
@@ -37,4 +41,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::datetime;
+
+    #[test]
+    fn times_carry_microseconds_in_a_fixed_width_and_read_back() {
+        let at = datetime!(2026-11-23 10:00:00.123_456_789 +01:00);
+        assert_eq!(super::rfc3339(at), "2026-11-23T09:00:00.123456Z");
+        let whole = datetime!(2026-11-23 10:00:00 UTC);
+        assert_eq!(super::rfc3339(whole), "2026-11-23T10:00:00.000000Z");
+        let back = time::OffsetDateTime::parse(&super::rfc3339(at), &Rfc3339).unwrap();
+        assert_eq!(back, datetime!(2026-11-23 09:00:00.123_456 UTC));
+    }
 }

@@ -92,6 +92,14 @@ impl Samples {
     pub fn p95(&self) -> f64 {
         self.percentile(95.0)
     }
+
+    pub fn min(&self) -> f64 {
+        self.0.first().copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.0.last().copied().unwrap_or(f64::NAN)
+    }
 }
 
 /// Milliseconds in a form that keeps three significant figures for small values.

@@ -22,13 +22,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
 /// The header that marks a write as coming from a program, not a form or a page's simple request.
 pub const CLIENT_HEADER: &str = "x-hub-client";
@@ -190,23 +188,12 @@ pub(super) fn is_read(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Middleware: [`Access::check`], and the answer to `OPTIONS`.
-pub(super) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(error) = state.access.check(request.method(), request.headers()) {
-        return error.into_response();
-    }
-    if request.method() == Method::OPTIONS {
-        return options(next.run(request).await);
-    }
-    next.run(request).await
-}
-
 /// `OPTIONS` (a CORS preflight, or a client asking): 204 with `Allow`, and never any
 /// `Access-Control-Allow-*` header, so a browser refuses to send another site's write.
 ///
 /// The router knows each path's methods and says them in the `Allow` of its 405 to `OPTIONS`;
 /// that answer becomes the 204. An unknown path stays 404.
-fn options(routed: Response) -> Response {
+pub(super) fn options(routed: Response) -> Response {
     if routed.status() != StatusCode::METHOD_NOT_ALLOWED {
         return routed;
     }
@@ -302,7 +289,7 @@ pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Adds what [`guard`] can answer to every operation of the OpenAPI document, so no handler has
+/// Adds what [`Access::check`] can answer to every operation of the OpenAPI document, so no handler has
 /// to repeat it: 403 on every operation (Host, Origin), and on writes 401, 415 and the
 /// `X-Hub-Client` header.
 pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {

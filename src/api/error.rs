@@ -2,12 +2,10 @@
 //!
 //! Handlers return [`ApiError`]. Everything else that can answer with an error (axum's own
 //! rejections: a body over the limit, a bad query string, a wrong method, an unknown route) is
-//! rewritten into the same envelope by [`envelope_errors`], so a client never sees plain text.
+//! rewritten into the same envelope by [`envelope`], so a client never sees plain text.
 
 use axum::Json;
-use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -183,16 +181,19 @@ fn message_of(status: StatusCode, text: &str) -> String {
     }
 }
 
-/// Middleware: any error answer that is not already JSON becomes the envelope.
-pub async fn envelope_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// Any error answer that is not already JSON becomes the envelope; every other answer passes
+/// untouched (and without a look at its headers: this runs on every request).
+pub(super) async fn envelope(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if is_json {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -200,8 +201,7 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let mut rewritten =
-        ApiError::new(status, kind_of(status), message_of(status, &text)).into_response();
+    let mut rewritten = rewrite(status, &text).into_response();
     // Keep what the original said about the answer (`Allow` on a 405), not its body's type.
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -209,4 +209,10 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
         }
     }
     rewritten
+}
+
+/// The envelope for an error that axum or hub's front door produced on its own, with `text`,
+/// the plain body it came with, if any.
+pub(super) fn rewrite(status: StatusCode, text: &str) -> ApiError {
+    ApiError::new(status, kind_of(status), message_of(status, text))
 }

@@ -10,6 +10,7 @@ mod config;
 mod dashboard;
 mod error;
 mod events;
+mod front;
 mod logs;
 mod metrics;
 mod models;
@@ -19,11 +20,10 @@ mod tests;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +35,7 @@ pub use config::{
 };
 pub use error::{ApiError, Envelope, ErrorBody, ProblemSchema};
 pub use events::LAGGED as LAGGED_EVENT;
+pub use front::App;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
@@ -43,15 +44,25 @@ pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve};
 use crate::config::MAX_FILE_BYTES;
 use crate::reconcile::Handle;
 
+/// What handlers share, behind one `Arc`: axum clones the state for every request that extracts
+/// it, and one reference count is cheaper than the handle's half dozen.
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<Shared>);
+
+struct Shared {
     hub: Handle,
-    access: Arc<Access>,
     /// `GET /openapi.json`'s body, rendered once.
     openapi: Arc<str>,
 }
 
-impl AppState {
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Shared {
     /// Whether the reconcile loop still runs; once it ends nothing can change any more.
     fn loop_alive(&self) -> bool {
         !self.hub.events.is_closed()
@@ -162,40 +173,25 @@ pub fn openapi_json() -> String {
         + "\n"
 }
 
-/// The router, guarded by `access` (see `access.rs`: Host, Origin, preflight, token).
-pub fn router(hub: Handle, access: Access) -> Router {
+/// The API: every route behind the front door (`front.rs`: Host, Origin, preflight and token
+/// checks, oversized bodies, the error envelope), which sees each request before routing and the
+/// router's finished answer, such as the 405 to `OPTIONS` that names the path's methods in
+/// `Allow`.
+pub fn router(hub: Handle, access: Access) -> App {
     let (router, _) = routes().split_for_parts();
-    let state = AppState {
-        hub,
-        access: Arc::new(access),
+    let state = AppState(Arc::new(Shared {
+        hub: hub.clone(),
         openapi: openapi_json().into(),
-    };
-    let routed = router
+    }));
+    let router = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FILE_BYTES as usize))
-        .layer(middleware::from_fn(refuse_oversized))
-        .layer(middleware::from_fn(error::envelope_errors))
-        .with_state(state.clone());
-    // The guard wraps the whole router rather than each route (as `Router::layer` would): it
-    // checks a request before routing, and it sees the router's finished answer to `OPTIONS`,
-    // the 405 that names the path's methods in `Allow`.
-    Router::new()
-        .fallback_service(routed)
-        .layer(middleware::from_fn_with_state(state, access::guard))
-}
-
-/// Answers 413 from a `Content-Length` over the limit at once, instead of reading (and waiting
-/// for) a body that would be refused anyway.
-async fn refuse_oversized(request: axum::extract::Request, next: middleware::Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_FILE_BYTES) {
-        return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        .with_state(state);
+    App {
+        access: Arc::new(access),
+        hub,
+        router,
     }
-    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
@@ -236,12 +232,14 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     responses((status = 200, description = "The latest published status", body = crate::status::Status))
 )]
 async fn status(State(state): State<AppState>) -> Response {
-    let snapshot = state.hub.snapshot();
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        snapshot.json.clone(),
-    )
-        .into_response()
+    status_response(&state.hub)
+}
+
+/// The answer to `GET /hub/status`, which the front door gives without routing (`front.rs`):
+/// the JSON serialized once when the snapshot was published, by reference.
+fn status_response(hub: &Handle) -> Response {
+    let json = hub.snapshot.borrow().json.clone();
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// This document.

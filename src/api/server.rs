@@ -10,12 +10,12 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+use super::App;
 
 /// How long a client may take to send a request's headers, and how long a kept-alive connection
 /// may sit idle before its next request. Long answers (the event stream, a log follow) are not
@@ -30,7 +30,7 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// connection finish the request it is answering, and returns when all have closed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -53,7 +53,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = app.clone();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;

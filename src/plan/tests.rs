@@ -175,7 +175,7 @@ fn busy_models_wait_and_failed_ones_back_off_then_restart() {
          beta failed crashed retry=+5s",
         expect![[r#"
             = alpha  unchanged [in progress]
-            = beta  unchanged [backing off until 2026-11-23T10:00:05Z]
+            = beta  unchanged [backing off until 2026-11-23T10:00:05.000000Z]
             = gamma  unchanged"#]],
     );
     check(
