@@ -469,7 +469,7 @@ fn fault_10_an_unwritable_log_directory_is_a_clear_error_at_start() {
 }
 
 #[tokio::test]
-#[ignore = "a 10 s race of API calls against saves; CI runs it with --include-ignored"]
+#[ignore = "a 10 s race of API calls against saves; CI runs it with `cargo test -- --ignored`"]
 async fn fault_11_racing_api_calls_and_saves_end_in_the_last_desired_state() {
     let models = ["alpha", "beta", "gamma", "delta"];
     let yaml = |round: usize| {
