@@ -18,6 +18,10 @@ use crate::sha256_hex;
 
 /// Events closer together than this are one save.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
+/// After an event that completes a save (the writer closed the file, or renamed it into place),
+/// the file holds the whole save: only the other events of the same save (a backup deleted, a
+/// mode set) are waited for, and those come within microseconds.
+pub const COMPLETE_QUIET: Duration = Duration::from_millis(1);
 /// How long a file that is missing or empty may take to come back before that counts as an edit:
 /// editors and git delete then write, `>` truncates then writes.
 pub const SETTLE: Duration = Duration::from_millis(500);
@@ -42,8 +46,8 @@ enum Seen {
     Changed,
     /// The watched file was written and its writer has not closed it yet: more may follow.
     Writing,
-    /// The watched file's writer closed it: the save is complete.
-    Closed,
+    /// The watched file's writer closed it, or a file was renamed onto it: the save is complete.
+    Complete,
 }
 
 /// Watches `path` until the loop's channel closes. `last_seen` is the hash of the content the
@@ -63,7 +67,7 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
     let (tx, mut rx) = mpsc::unbounded_channel::<(Seen, bool)>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         use notify::EventKind;
-        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
         let Ok(event) = event else {
             // The watcher lost track (an overflow): read to be sure.
             let _ = tx.send((Seen::Changed, false));
@@ -73,12 +77,16 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
         if event.paths.iter().all(|p| is_ours(p)) {
             return;
         }
-        let names_file = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some() && p.file_name() == file_name.as_deref());
+        let is_file =
+            |p: &PathBuf| p.file_name().is_some() && p.file_name() == file_name.as_deref();
+        let names_file = event.paths.iter().any(is_file);
+        // A rename's last path is where the file went.
+        let placed = event.paths.last().is_some_and(is_file);
         let seen = match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) if names_file => Seen::Closed,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) if names_file => Seen::Complete,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) if placed => {
+                Seen::Complete
+            }
             // Reads (our own included) change nothing.
             EventKind::Access(_) => return,
             EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if names_file => Seen::Writing,
@@ -162,18 +170,20 @@ pub fn spawn(path: PathBuf, last_seen: String, hub: &Handle) -> anyhow::Result<(
 }
 
 /// Waits for the save that `first` began to end: until no event has come for [`DEBOUNCE`] (at
-/// most [`MAX_DEBOUNCE`] in all), and while the file is being written and not yet closed, until
-/// it is closed or [`WRITE_SETTLE`] passes without a write (at most [`MAX_WRITE`]). Returns whether any
-/// event named the file.
+/// most [`MAX_DEBOUNCE`] in all), or [`COMPLETE_QUIET`] when the last event completed the save;
+/// and while the file is being written and not yet closed, until it is closed or
+/// [`WRITE_SETTLE`] passes without a write (at most [`MAX_WRITE`]). Returns whether any event
+/// named the file.
 async fn settle(rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>, first: Seen) -> bool {
     let start = tokio::time::Instant::now();
+    let mut last = first;
     let mut writing = first == Seen::Writing;
     let mut named = false;
     loop {
-        let (quiet, limit) = if writing {
-            (WRITE_SETTLE, MAX_WRITE)
-        } else {
-            (DEBOUNCE, MAX_DEBOUNCE)
+        let (quiet, limit) = match (writing, last) {
+            (true, _) => (WRITE_SETTLE, MAX_WRITE),
+            (false, Seen::Complete) => (COMPLETE_QUIET, MAX_DEBOUNCE),
+            (false, _) => (DEBOUNCE, MAX_DEBOUNCE),
         };
         let got = tokio::select! {
             got = rx.recv() => got,
@@ -184,9 +194,10 @@ async fn settle(rx: &mut mpsc::UnboundedReceiver<(Seen, bool)>, first: Seen) -> 
             return named;
         };
         named |= names_file;
+        last = seen;
         match seen {
             Seen::Writing => writing = true,
-            Seen::Closed => writing = false,
+            Seen::Complete => writing = false,
             Seen::Changed => {}
         }
     }
