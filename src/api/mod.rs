@@ -39,7 +39,7 @@ pub use front::App;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
-pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve};
+pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve, serve_on_own_thread};
 
 use crate::config::MAX_FILE_BYTES;
 use crate::reconcile::Handle;

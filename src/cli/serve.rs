@@ -139,20 +139,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let header_read_timeout = args
         .header_read_timeout
         .unwrap_or(crate::api::DEFAULT_HEADER_READ_TIMEOUT);
-    let server = tokio::spawn(crate::api::serve(
-        listener,
-        app,
-        header_read_timeout,
-        async move {
-            let _ = done_rx.await;
-        },
-    ));
+    let listener = listener
+        .into_std()
+        .context("cannot hand the listener to the API thread")?;
+    let server = crate::api::serve_on_own_thread(listener, app, header_read_timeout, async move {
+        let _ = done_rx.await;
+    })
+    .context("cannot start the API thread")?;
     reconciler.run(events).await;
     let _ = done_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(())) | Err(_) => {}
-        Ok(Err(e)) => tracing::warn!("API server task: {e}"),
-    }
+    // Connections finish the answer they are sending; a stuck one does not hold up the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
 }
