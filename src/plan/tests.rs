@@ -409,6 +409,7 @@ fn updates(
 ) -> Vec<Update> {
     use super::Action;
     let spawned = || Update::Spawned {
+        at: NOW,
         pid: 42,
         start_time: Some(7),
         port: 47850,

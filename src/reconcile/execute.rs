@@ -13,13 +13,16 @@ use super::Event;
 use super::workers::Workers;
 use crate::config::{Engine, HttpCall, ModelName, ModelSpec, RunSpec};
 use crate::engine::{self, Request, Vars};
-use crate::observed::MemoryState;
+use crate::observed::{MemoryState, Time};
 use crate::plan::Action;
 use crate::supervisor::{ExitInfo, SpawnRequest};
 
-/// A starting worker is probed after this long, then twice as long each time up to
-/// [`PROBE_MAX`]: quick workers are seen ready within milliseconds, slow ones cost little.
-const PROBE_FIRST: Duration = Duration::from_millis(2);
+/// A starting worker is probed every [`PROBE_QUICK`] for its first [`QUICK_FOR`], then at twice
+/// the last pause each time up to [`PROBE_MAX`]: a quick worker (the built-in one is healthy about
+/// 3 ms after its spawn) is seen ready within a millisecond of it, and a refused connection costs
+/// microseconds; a slow one (weights to read) costs a probe every 100 ms.
+const PROBE_QUICK: Duration = Duration::from_millis(1);
+const QUICK_FOR: Duration = Duration::from_millis(10);
 const PROBE_MAX: Duration = Duration::from_millis(100);
 /// How long a process may take to die after SIGKILL before the stop is reported as failed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -28,6 +31,9 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub enum Update {
     Spawned {
+        /// When the process was spawned (its uptime counts from here, not from when the loop
+        /// took the news in).
+        at: Time,
         pid: u32,
         start_time: Option<u64>,
         port: u16,
@@ -58,6 +64,7 @@ pub enum Update {
 /// What every task shares.
 pub struct Context {
     pub workers: Arc<dyn Workers>,
+    pub clock: super::Clock,
     pub hub_exe: String,
     pub events: mpsc::UnboundedSender<Event>,
 }
@@ -198,6 +205,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
     job.running = Some(run.clone());
     job.current_port = Some(port);
     send(Update::Spawned {
+        at: ctx.clock.now(),
         pid: spawned.pid,
         start_time: spawned.start_time,
         port,
@@ -236,10 +244,11 @@ async fn wait_ready(
     engine: &Engine,
     url: String,
 ) -> Result<(), StepError> {
-    let deadline = tokio::time::Instant::now() + engine.health.start_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + engine.health.start_timeout;
     let exited = ctx.workers.wait_exit(&job.name);
     tokio::pin!(exited);
-    let mut pause = PROBE_FIRST;
+    let mut pause = PROBE_QUICK;
     loop {
         let probe = ctx.workers.probe(url.clone());
         tokio::select! {
@@ -267,7 +276,9 @@ async fn wait_ready(
             () = cancelled(&mut job.cancel) => return Err(StepError::Superseded),
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(PROBE_MAX);
+        if started.elapsed() >= QUICK_FOR {
+            pause = (pause * 2).min(PROBE_MAX);
+        }
     }
 }
 

@@ -371,6 +371,7 @@ pub fn start(
     let settings = desired.settings.clone();
     let executor = Arc::new(execute::Context {
         workers,
+        clock,
         hub_exe: options.hub_exe.display().to_string(),
         events: events_tx.clone(),
     });

@@ -12,6 +12,7 @@ use crate::plan::Action;
 pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Option<Time>) {
     match update {
         Update::Spawned {
+            at,
             pid,
             start_time,
             port,
@@ -22,7 +23,7 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
             obs.worker.pid = Some(*pid);
             obs.worker.start_time = *start_time;
             obs.worker.port = Some(*port);
-            obs.worker.started_at = Some(now);
+            obs.worker.started_at = Some(*at);
             obs.worker.log_file = Some(log_file.clone());
             obs.worker.run = Some(run.clone());
             obs.worker.crashed = false;
