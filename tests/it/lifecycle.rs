@@ -79,3 +79,68 @@ async fn shutdown_keep_workers_then_a_new_daemon_adopts_them() {
     let after = hub.converged().await;
     adopted(&before, &after);
 }
+
+/// Under systemd stderr is the journal, which stamps every line itself: hub then writes neither
+/// timestamps nor colour. `JOURNAL_STREAM` names the journal's stream by device and inode; here
+/// it names the file stderr goes to, as systemd's does. Off the journal lines keep their time.
+#[tokio::test]
+async fn in_the_journal_log_lines_carry_no_timestamp() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.yaml");
+    std::fs::write(
+        &config,
+        "log_path: logs\nmodels:\n  - {name: alpha, model_path: alpha.txt}\n",
+    )
+    .unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = std::process::Command::new(crate::support::hub_bin())
+        .args(["serve", "--port", "0", "-f"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("hub: listening on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_string();
+    // Up and converged, so its SIGTERM handler is in place.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    crate::support::wait_until("converged", || async {
+        let status: Value = http
+            .get(format!("{url}/hub/status"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["summary"] == "converged").then_some(())
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let journal = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(journal.contains("hub listening on"), "{journal}");
+    for line in journal.lines() {
+        assert!(!line.starts_with(|c: char| c.is_ascii_digit()), "{line:?}");
+        assert!(!line.contains('\x1b'), "{line:?}");
+    }
+    // The same daemon's own log file, like any stderr that is not the journal, keeps the time.
+    let file = std::fs::read_to_string(dir.path().join("logs/hub.log")).unwrap();
+    assert!(file.starts_with("20"), "{file}");
+}
