@@ -1,6 +1,7 @@
 //! How the daemon ends and begins again, as systemd and operators drive it: SIGTERM and SIGINT
 //! stop every worker; `--keep-workers` (on `serve`, or on `hub shutdown`) leaves them for the
-//! next daemon, which adopts the very same processes with their weights still loaded.
+//! next daemon, which adopts the very same processes with their weights still loaded; the
+//! systemd unit in `manifests/systemd/` restarts hub that way.
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -65,8 +66,47 @@ async fn serve_keep_workers_leaves_them_on_sigterm_for_the_next_daemon() {
     nothing_left(&hub);
 }
 
+/// The settings of `manifests/systemd/hub.service` that its restart path rests on.
+fn unit_settings() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/systemd/hub.service"
+    ))
+    .unwrap();
+    unit.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// What `manifests/systemd/hub.service` does, played with a real daemon: `hub shutdown
+/// --keep-workers` ends the daemon and leaves its workers (KillMode=process: systemd signals
+/// only the daemon), systemd starts `hub serve` again (Restart=always, on a clean exit too), and
+/// the new daemon adopts the very same workers, reloading nothing. Then `systemctl stop hub`:
+/// SIGTERM to the daemon alone, which stops every worker itself.
 #[tokio::test]
-async fn shutdown_keep_workers_then_a_new_daemon_adopts_them() {
+async fn the_systemd_units_restart_keeps_workers_and_its_stop_stops_them() {
+    let settings = unit_settings();
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(value("KillMode"), Some("process"));
+    assert_eq!(value("Restart"), Some("always"));
+    assert_eq!(
+        value("KillSignal"),
+        None,
+        "systemctl stop must send SIGTERM"
+    );
+    let exec = value("ExecStart").unwrap();
+    assert!(
+        exec.contains(" serve ") && !exec.contains("--keep-workers"),
+        "{exec}: on SIGTERM the daemon must stop its workers"
+    );
+
     let mut hub = TempHub::start(&yaml()).await;
     let before = hub.converged().await;
     let out = hub.cli(&["shutdown", "--keep-workers"]);
@@ -75,9 +115,11 @@ async fn shutdown_keep_workers_then_a_new_daemon_adopts_them() {
     for pid in pids(&before).values().flatten() {
         assert!(is_alive(*pid as u32), "worker {pid} was stopped");
     }
-    let hub = hub.restart().await;
+    let mut hub = hub.restart().await;
     let after = hub.converged().await;
     adopted(&before, &after);
+    hub.stop_with(Signal::SIGTERM).await;
+    nothing_left(&hub);
 }
 
 /// Under systemd stderr is the journal, which stamps every line itself: hub then writes neither
