@@ -186,3 +186,21 @@ async fn in_the_journal_log_lines_carry_no_timestamp() {
     let file = std::fs::read_to_string(dir.path().join("logs/hub.log")).unwrap();
     assert!(file.starts_with("20"), "{file}");
 }
+
+/// Workers run in the unit's sandbox and must still open `/dev/nvidia*`, which also appear after
+/// hub starts (`/dev/nvidia-uvm` on first CUDA use). Any `DeviceAllow=`, or `ProtectClock=yes`
+/// (which implies one), turns systemd's device policy into an allow-list that shuts them out.
+#[test]
+fn the_systemd_unit_leaves_gpu_devices_reachable() {
+    for (key, value) in unit_settings() {
+        let refused = match key.as_str() {
+            "DeviceAllow" | "DevicePolicy" => true,
+            "PrivateDevices" | "ProtectClock" => value == "yes" || value == "true",
+            _ => false,
+        };
+        assert!(
+            !refused,
+            "hub.service: {key}={value} hides the GPUs from workers"
+        );
+    }
+}
