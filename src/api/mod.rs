@@ -14,6 +14,7 @@ mod front;
 mod logs;
 mod metrics;
 mod models;
+mod ready;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use front::App;
 pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
 pub use models::{ModelCommandReply, ModelDetail};
+pub use ready::Ready;
 pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve, serve_on_own_thread};
 
 use crate::config::MAX_FILE_BYTES;
@@ -53,6 +55,8 @@ struct Shared {
     hub: Handle,
     /// `GET /openapi.json`'s body, rendered once.
     openapi: Arc<str>,
+    /// Whether the daemon has converged since it started (`GET /ready`).
+    readiness: ready::Readiness,
 }
 
 impl std::ops::Deref for AppState {
@@ -101,6 +105,7 @@ impl utoipa::Modify for BearerAuth {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(ready::ready))
         .routes(routes!(status))
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(models::model_detail))
@@ -182,6 +187,7 @@ pub fn router(hub: Handle, access: Access) -> App {
     let state = AppState(Arc::new(Shared {
         hub: hub.clone(),
         openapi: openapi_json().into(),
+        readiness: ready::Readiness::follow(hub.snapshot.clone()),
     }));
     let router = router
         .fallback(not_found)

@@ -42,6 +42,7 @@ fn the_openapi_document_covers_every_route_and_error() {
         "/hub/status",
         "/metrics",
         "/openapi.json",
+        "/ready",
     ];
     assert_eq!(paths, expected.into_iter().collect());
     // Every write names the bearer scheme; no read does.

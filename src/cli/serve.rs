@@ -166,10 +166,53 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     }
 }
 
-/// Logs to stderr (for systemd and terminals; colored only on a terminal) and to `<log_path>/hub.log`. `RUST_LOG` overrides
-/// the config's `log_level`.
+/// How the stderr log looks: colour only on a terminal; no timestamps of its own when stderr is
+/// the journal, which stamps every line itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StderrStyle {
+    ansi: bool,
+    timestamps: bool,
+}
+
+impl StderrStyle {
+    /// `journal_stream` is `$JOURNAL_STREAM` (`DEVICE:INODE` of the journal's stream, set by
+    /// systemd for a service whose output goes to it) and `stderr` the device and inode of our
+    /// stderr: they match only when stderr really is the journal, not in a program that merely
+    /// inherited the variable and redirected its output.
+    fn decide(is_terminal: bool, journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> Self {
+        let journal = journal_stream
+            .and_then(|v| v.split_once(':'))
+            .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)))
+            .is_some_and(|stream| Some(stream) == stderr);
+        StderrStyle {
+            ansi: is_terminal && !journal,
+            timestamps: !journal,
+        }
+    }
+
+    fn of_this_process() -> Self {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let stderr = std::io::stderr();
+        let identity = stderr
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| std::fs::File::from(fd).metadata().ok())
+            .map(|m| (m.dev(), m.ino()));
+        StderrStyle::decide(
+            std::io::IsTerminal::is_terminal(&stderr),
+            std::env::var("JOURNAL_STREAM").ok().as_deref(),
+            identity,
+        )
+    }
+}
+
+/// Logs to stderr (for systemd and terminals: see [`StderrStyle`]) and to `<log_path>/hub.log`.
+/// `RUST_LOG` overrides the config's `log_level`.
 fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -181,13 +224,18 @@ fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", file_path.display()))?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("hub={level},warn")));
+    let style = StderrStyle::of_this_process();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(style.ansi)
+        .with_writer(std::io::stderr);
+    let stderr = if style.timestamps {
+        stderr.boxed()
+    } else {
+        stderr.without_time().boxed()
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr),
-        )
+        .with(stderr)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
@@ -196,4 +244,52 @@ fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
         .try_init()
         .ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StderrStyle;
+
+    #[test]
+    fn stderr_is_plain_off_a_terminal_and_unstamped_in_the_journal() {
+        let plain = |ansi, timestamps| StderrStyle { ansi, timestamps };
+        // A terminal: colour and time.
+        assert_eq!(
+            StderrStyle::decide(true, None, Some((1, 2))),
+            plain(true, true)
+        );
+        // A file or pipe: no colour, time kept.
+        assert_eq!(
+            StderrStyle::decide(false, None, Some((1, 2))),
+            plain(false, true)
+        );
+        // The journal (the variable names our stderr): neither, journald stamps lines itself.
+        let journal = Some("1:2");
+        assert_eq!(
+            StderrStyle::decide(false, journal, Some((1, 2))),
+            plain(false, false)
+        );
+        // Inherited by a program whose stderr went elsewhere: as if unset.
+        assert_eq!(
+            StderrStyle::decide(false, journal, Some((1, 3))),
+            plain(false, true)
+        );
+        assert_eq!(
+            StderrStyle::decide(true, journal, Some((9, 9))),
+            plain(true, true)
+        );
+        // Malformed or unknown.
+        assert_eq!(
+            StderrStyle::decide(false, Some("x:2"), Some((1, 2))),
+            plain(false, true)
+        );
+        assert_eq!(
+            StderrStyle::decide(false, Some(""), None),
+            plain(false, true)
+        );
+        assert_eq!(
+            StderrStyle::decide(false, journal, None),
+            plain(false, true)
+        );
+    }
 }

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::cli::Spawned;
-use crate::support::{TempHub, hub_bin, names, wait_until};
+use crate::support::{QUICK_ENGINE, TempHub, hub_bin, names, wait_until};
 
 const HUB: &str = "
 log_path: {log_path}
@@ -624,4 +624,62 @@ async fn oversized(base: &str, path: &str) -> (u16, Value) {
         .and_then(|(_, body)| serde_json::from_str(body).ok())
         .unwrap_or(Value::Null);
     (status, body)
+}
+
+/// `GET /ready`'s status code and body.
+async fn ready(hub: &TempHub) -> (u16, Value) {
+    let response = http()
+        .get(format!("{}/ready", hub.url))
+        .send()
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn ready_once_converged_since_the_start_and_then_through_failures_and_rejected_edits() {
+    let broken = "models:
+  - {name: alpha, model_path: models/alpha.txt, engine: quick, state: running, args: [--fail-health]}
+";
+    let healthy = "models:
+  - {name: alpha, model_path: models/alpha.txt, engine: quick, state: running}
+";
+    let mut hub = TempHub::start(&format!("{QUICK_ENGINE}{broken}")).await;
+    wait_until("alpha failed", || async {
+        (hub.status().await["summary"] == "degraded").then_some(())
+    })
+    .await;
+    let (code, body) = ready(&hub).await;
+    assert_eq!(code, 503, "{body:#}");
+    assert_eq!(body["error"]["type"], "unavailable", "{body:#}");
+
+    hub.save_config(&format!("{QUICK_ENGINE}{healthy}"));
+    hub.converged().await;
+    let (code, body) = ready(&hub).await;
+    assert_eq!(code, 200, "{body:#}");
+    assert_eq!(body["summary"], "converged");
+    assert_eq!(body["config_rejected"], false);
+
+    // Converged once: a later failure shows in the body, not as a pod leaving its Service.
+    hub.save_config(&format!("{QUICK_ENGINE}{broken}"));
+    wait_until("alpha failed again", || async {
+        (hub.status().await["summary"] == "degraded").then_some(())
+    })
+    .await;
+    let (code, body) = ready(&hub).await;
+    assert_eq!((code, &body["summary"]), (200, &Value::from("degraded")));
+
+    // Nor does a rejected edit, which changes nothing that runs.
+    hub.save_config("models: [");
+    wait_until("the edit rejected", || async {
+        hub.status().await["config"]["rejected"]
+            .is_object()
+            .then_some(())
+    })
+    .await;
+    let (code, body) = ready(&hub).await;
+    assert_eq!((code, &body["config_rejected"]), (200, &Value::Bool(true)));
+
+    hub.shutdown().await;
 }
