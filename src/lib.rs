@@ -20,6 +20,7 @@ pub mod statefile;
 pub mod status;
 pub mod supervisor;
 pub mod watch;
+pub mod wire;
 pub mod worker;
 
 /// RFC 3339 in UTC with microsecond precision and a fixed width

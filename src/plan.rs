@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::config::{Desired, DesiredState, ModelName, ModelSpec};
 use crate::observed::{MemoryState, ModelObserved, Observed, Phase, Time};
+use crate::wire::Outcome;
 
 /// What to do to every model hub knows of (in hub.yaml, or still running from before).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,16 +70,17 @@ pub enum OverrideChange {
 }
 
 impl Action {
-    /// The verb the report and `hub apply` use, in the past tense.
-    pub fn past_tense(&self) -> &'static str {
+    /// What the action does to a model, as the report and `hub apply` say it.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Action::Start => "started",
-            Action::Stop => "stopped",
-            Action::Restart { .. } => "restarted",
-            Action::Load => "loaded",
-            Action::Unload { .. } => "unloaded",
+            Action::Start => Outcome::Started,
+            Action::Stop => Outcome::Stopped,
+            Action::Restart { .. } => Outcome::Restarted,
+            Action::Load => Outcome::Loaded,
+            Action::Unload { .. } => Outcome::Unloaded,
         }
     }
+
 
     pub fn verb(&self) -> &'static str {
         match self {
@@ -122,6 +124,11 @@ impl Action {
 }
 
 impl ModelPlan {
+    /// The most telling of what the plan's actions do (`hub apply`'s word for the model).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::most_telling(self.actions.iter().map(Action::outcome))
+    }
+
     pub fn is_noop(&self) -> bool {
         self.actions.is_empty() && self.override_ != OverrideChange::Cleared
     }

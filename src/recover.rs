@@ -238,7 +238,7 @@ fn restore_overrides(desired: &Desired, records: &[OverrideRecord]) -> Vec<(Mode
         let Some(spec) = desired.models.get(&name) else {
             continue;
         };
-        let by = crate::reconcile::Verb::parse(&record.by).map(crate::reconcile::Verb::as_str);
+        let by = crate::wire::Verb::parse(&record.by).map(crate::wire::Verb::as_str);
         let at = OffsetDateTime::parse(&record.at, &Rfc3339).ok();
         if let (Some(by), Some(at)) = (by, at)
             && record.entry_hash == spec.entry_hash()

@@ -62,7 +62,7 @@ pub fn planned_models(plan: &plan::Plan) -> Vec<PlannedModel> {
             name: m.name.to_string(),
             line: m.to_string(),
             actions: m.actions.iter().map(|a| a.verb().to_string()).collect(),
-            result: crate::reconcile::result_verb(m).to_string(),
+            result: m.outcome().as_str().to_string(),
             clears_override: m.override_ == OverrideChange::Cleared,
         })
         .collect()

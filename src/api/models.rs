@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 use super::config::send;
 use super::{ApiError, AppState, Envelope};
 use crate::events::HubEvent;
-use crate::reconcile::{Event, Verb};
+use crate::reconcile::Event;
 use crate::status::ModelStatus;
+use crate::wire::Verb;
 
 /// A model's status with its last events, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -147,10 +147,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => daemon::stop(args, url).await,
         Command::Reload => model::reload(url).await,
         Command::Shutdown(args) => model::shutdown(args, url).await,
-        Command::StartModel(args) => model::run(args, crate::reconcile::Verb::Start, url).await,
-        Command::StopModel(args) => model::run(args, crate::reconcile::Verb::Stop, url).await,
-        Command::LoadModel(args) => model::run(args, crate::reconcile::Verb::Load, url).await,
-        Command::UnloadModel(args) => model::run(args, crate::reconcile::Verb::Unload, url).await,
+        Command::StartModel(args) => model::run(args, crate::wire::Verb::Start, url).await,
+        Command::StopModel(args) => model::run(args, crate::wire::Verb::Stop, url).await,
+        Command::LoadModel(args) => model::run(args, crate::wire::Verb::Load, url).await,
+        Command::UnloadModel(args) => model::run(args, crate::wire::Verb::Unload, url).await,
         Command::Worker(args) => crate::worker::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::FileArg;
 use super::client::Client;
 use crate::api::{ModelCommandReply, ShutdownReply};
-use crate::reconcile::Verb;
 use crate::status::ModelStatus;
+use crate::wire::Verb;
 
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {

@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::{PlanReply, PlannedModel};
 use crate::events::HubEvent;
 use crate::status::{ModelStatus, Report, Status};
+use crate::wire::Outcome;
 
 /// ANSI colours, only when asked for (stdout is a terminal and `NO_COLOR` is unset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,21 +202,16 @@ pub fn result_of(name: &str, report: Option<&Report>) -> &'static str {
         return "unchanged";
     };
     let has = |list: &Vec<String>| list.iter().any(|n| n == name);
-    if report.failed.iter().any(|f| f.model == name) {
-        "failed"
-    } else if has(&report.restarted) {
-        "restarted"
-    } else if has(&report.started) {
-        "started"
-    } else if has(&report.stopped) {
-        "stopped"
-    } else if has(&report.loaded) {
-        "loaded"
-    } else if has(&report.unloaded) {
-        "unloaded"
-    } else {
-        "unchanged"
-    }
+    let failed = report.failed.iter().any(|f| f.model == name);
+    let outcomes = [
+        (failed, Outcome::Failed),
+        (has(&report.restarted), Outcome::Restarted),
+        (has(&report.started), Outcome::Started),
+        (has(&report.stopped), Outcome::Stopped),
+        (has(&report.loaded), Outcome::Loaded),
+        (has(&report.unloaded), Outcome::Unloaded),
+    ];
+    Outcome::most_telling(outcomes.into_iter().filter(|(is, _)| *is).map(|(_, o)| o)).as_str()
 }
 
 /// One line per event, as `hub watch` prints them: `10:00:00.123Z  phase      alpha  ready`.

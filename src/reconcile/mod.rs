@@ -28,6 +28,7 @@ use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
 use crate::status::{self, ConfigStatus, RejectedEdit, Report, Status};
 use crate::supervisor::Exit;
+use crate::wire::Verb;
 use crate::{rfc3339, sha256_hex};
 
 pub use execute::Update;
@@ -91,36 +92,6 @@ pub struct ConfigUpdate {
     pub sha256: String,
     pub text: String,
     pub result: Result<Desired, Rejection>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Start,
-    Stop,
-    Load,
-    Unload,
-}
-
-impl Verb {
-    /// Accepts `start` and the seed's `start-model` spellings.
-    pub fn parse(text: &str) -> Option<Verb> {
-        match text.strip_suffix("-model").unwrap_or(text) {
-            "start" => Some(Verb::Start),
-            "stop" => Some(Verb::Stop),
-            "load" => Some(Verb::Load),
-            "unload" => Some(Verb::Unload),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Start => "start",
-            Verb::Stop => "stop",
-            Verb::Load => "load",
-            Verb::Unload => "unload",
-        }
-    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -793,7 +764,7 @@ impl Reconciler {
             results: plan
                 .models
                 .iter()
-                .map(|m| (m.name.to_string(), result_verb(m).to_string()))
+                .map(|m| (m.name.to_string(), m.outcome().as_str().to_string()))
                 .collect(),
         })
     }
@@ -1428,21 +1399,6 @@ impl Reconciler {
         let plan = plan::plan(&self.desired, &self.observed, now);
         self.publish(&plan, now);
     }
-}
-
-/// The verb `hub apply` prints for a model's plan.
-pub fn result_verb(plan: &ModelPlan) -> &'static str {
-    let rank = |a: &Action| match a {
-        Action::Restart { .. } => 0,
-        Action::Start => 1,
-        Action::Stop => 2,
-        Action::Load => 3,
-        Action::Unload { .. } => 4,
-    };
-    plan.actions
-        .iter()
-        .min_by_key(|a| rank(a))
-        .map_or("unchanged", Action::past_tense)
 }
 
 #[cfg(test)]

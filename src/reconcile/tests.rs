@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::{BoxFuture, ConfigUpdate, Event, Handle, Options, Verb, Workers};
+use super::{BoxFuture, ConfigUpdate, Event, Handle, Options, Workers};
 use crate::config::{self, ModelName};
 use crate::engine::{Activity, Probe, Request};
 use crate::status::ModelStatus;
 use crate::supervisor::{Exit, ExitInfo, SpawnRequest, Spawned};
+use crate::wire::Verb;
 
 /// How a fake model behaves; changeable while the test runs.
 #[derive(Debug, Clone, Default)]
