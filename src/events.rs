@@ -6,25 +6,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::status::Report;
+pub use crate::wire::HubEvent;
 
 /// How many events are kept per model.
 pub const RECENT: usize = 20;
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct HubEvent {
-    pub time: String,
-    /// `phase`, `memory`, `action`, `exit`, `health`, `config` or `reconcile`.
-    pub kind: String,
-    pub model: Option<String>,
-    pub message: String,
-    /// For `reconcile` events: the finished reconcile's report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<Report>,
-}
 
 /// Counters since the daemon started.
 #[derive(Debug, Clone, Default)]

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod events;
 pub mod observed;
 pub mod plan;
+pub mod planned;
 pub mod reconcile;
 pub mod recover;
 pub mod retry;

@@ -27,9 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-
-/// The header that marks a write as coming from a program, not a form or a page's simple request.
-pub const CLIENT_HEADER: &str = "x-hub-client";
+use crate::wire::CLIENT_HEADER;
 
 /// The shortest HUB_TOKEN hub accepts: a shorter one can be found by brute force over the network.
 const MIN_TOKEN_BYTES: usize = 16;

@@ -8,77 +8,15 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, Envelope};
-use crate::config;
-use crate::plan::{self, OverrideChange};
 use crate::reconcile::Event;
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PlanQuery {
-    /// A name for the file, shown in the diff header and in config errors.
-    file: Option<String>,
-    /// Plan as `hub apply --reset-overrides` would: without any override.
-    #[serde(default)]
-    reset_overrides: bool,
-}
-
-/// The answer to `POST /hub/plan`: what applying the body would do, and the config text diff.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PlanReply {
-    /// The generation of the desired state the plan was made against (for
-    /// `hub apply --expect-generation`).
-    pub generation: u64,
-    /// Unified diff of the applied config against the body; empty when they are equal.
-    pub diff: String,
-    /// Whether applying would change anything: the text, any model, or any override.
-    pub changed: bool,
-    pub models: Vec<PlannedModel>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PlannedModel {
-    pub name: String,
-    /// `hub diff`'s line for the model: `+ alpha  start, load`, `= beta  unchanged`.
-    pub line: String,
-    /// The actions in the order they would run: `start`, `stop`, `restart`, `load`, `unload`.
-    pub actions: Vec<String>,
-    /// The verb `hub apply` prints: `started`, `stopped`, `restarted`, `loaded`, `unloaded` or
-    /// `unchanged`.
-    pub result: String,
-    /// Whether applying drops an override an imperative call set on the model.
-    #[serde(default)]
-    pub clears_override: bool,
-}
-
-/// The per-model lines of a plan.
-pub fn planned_models(plan: &plan::Plan) -> Vec<PlannedModel> {
-    plan.models
-        .iter()
-        .map(|m| PlannedModel {
-            name: m.name.to_string(),
-            line: m.to_string(),
-            actions: m.actions.iter().map(|a| a.verb().to_string()).collect(),
-            result: m.outcome().as_str().to_string(),
-            clears_override: m.override_ == OverrideChange::Cleared,
-        })
-        .collect()
-}
-
-/// A unified diff of two config texts, empty when they are equal.
-pub fn text_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(old_name, new_name)
-        .to_string()
-}
+use crate::wire::{
+    Accepted, AppliedModel, ApplyQuery, ApplyResponse, PlanQuery, PlanReply, ShutdownQuery,
+    ShutdownReply,
+};
+use crate::{config, plan, planned};
 
 /// Parses and validates a request body on the blocking pool, at most two at a time: never on
 /// the async threads, which must keep answering reads and `/health` (and carry the reconcile
@@ -129,61 +67,14 @@ pub(super) async fn plan(
     let (desired, body) = parse(body, &file, &snapshot.desired.settings.config_dir).await?;
     crate::reconcile::check_live_ports(&desired, &snapshot.observed, &body, &file)?;
     let now = state.hub.clock.now();
-    let models = planned_models(&plan::preview(
-        &desired,
-        &snapshot.observed,
-        query.reset_overrides,
-        now,
-    ));
-    let diff = text_diff(
+    let plan = plan::preview(&desired, &snapshot.observed, query.reset_overrides, now);
+    let diff = planned::text_diff(
         &snapshot.applied_text,
         &body,
         &format!("applied (generation {})", snapshot.generation),
         &file,
     );
-    let changed = !diff.is_empty()
-        || models
-            .iter()
-            .any(|m| !m.actions.is_empty() || m.clears_override);
-    Ok(Json(PlanReply {
-        generation: snapshot.generation,
-        changed,
-        diff,
-        models,
-    }))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ApplyQuery {
-    /// Refuse with 409 unless the desired state is still at this generation (from `hub diff`).
-    expect_generation: Option<u64>,
-    /// Drop every override set by imperative calls, so hub.yaml is followed exactly.
-    #[serde(default)]
-    reset_overrides: bool,
-    /// A name for the file, shown in config errors.
-    file: Option<String>,
-}
-
-/// The answer to `POST /hub/apply`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ApplyResponse {
-    /// The desired state's generation now.
-    pub generation: u64,
-    /// Whether the apply made a new generation (false when the body is what is applied and no
-    /// override was reset).
-    pub changed: bool,
-    /// What the loop planned for each model when it took the new desired state.
-    pub models: Vec<AppliedModel>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AppliedModel {
-    pub name: String,
-    /// `hub diff`'s line for the model.
-    pub line: String,
-    /// The verb `hub apply` prints.
-    pub result: String,
+    Ok(Json(planned::reply(snapshot.generation, &plan, diff)))
 }
 
 /// Makes the body the desired state. Answers once the first reconcile pass for it has been
@@ -225,27 +116,15 @@ pub(super) async fn apply(
         },
     )?;
     let reply = answer.await.map_err(|_| ApiError::shutting_down())??;
-    let models = reply
-        .plan
-        .iter()
-        .zip(&reply.results)
-        .map(|(line, (name, result))| AppliedModel {
-            name: name.clone(),
-            line: line.clone(),
-            result: result.clone(),
-        })
+    let models = planned::models(&reply.plan)
+        .into_iter()
+        .map(AppliedModel::from)
         .collect();
     Ok(Json(ApplyResponse {
         changed: reply.generation != before,
         generation: reply.generation,
         models,
     }))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Accepted {
-    /// What the daemon is doing now.
-    pub status: String,
 }
 
 /// Re-reads the watched hub.yaml now and makes it the desired state: a valid file that differs
@@ -275,22 +154,6 @@ pub(super) async fn reload(State(state): State<AppState>) -> Result<impl IntoRes
             status: "reloading".to_string(),
         }),
     ))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ShutdownQuery {
-    /// Leave the workers running for the next `hub serve` to adopt.
-    #[serde(default)]
-    keep_workers: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ShutdownReply {
-    /// `shutting down`.
-    pub status: String,
-    /// The daemon's process id, to wait for its exit (`hub stop` does).
-    pub pid: u32,
 }
 
 /// Stops the daemon: its workers first, unless `keep_workers`.

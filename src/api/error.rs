@@ -1,50 +1,15 @@
-//! The one error envelope every endpoint uses: `{"error": {"type", "message", "code"}}`.
+//! The one error envelope every endpoint uses (`wire::Envelope`): `{"error": {"type", "message", "code"}}`.
 //!
 //! Handlers return [`ApiError`]. Everything else that can answer with an error (axum's own
 //! rejections: a body over the limit, a bad query string, a wrong method, an unknown route) is
 //! rewritten into the same envelope by [`envelope`], so a client never sees plain text.
 
+use crate::config::{Problem, Rejection};
+use crate::reconcile::CommandError;
+use crate::wire::{Envelope, ErrorBody};
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-
-use crate::config::{Problem, Rejection};
-use crate::reconcile::CommandError;
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Envelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable, machine-readable kind: `not_found`, `conflict`, `invalid_config`, `group_full`,
-    /// `unavailable`, `unauthorized`, `forbidden`, `unsupported_media_type`, `bad_request`,
-    /// `method_not_allowed`, `payload_too_large`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// What went wrong and what to do, for people.
-    pub message: String,
-    /// The HTTP status code, repeated.
-    pub code: u16,
-    /// For an invalid config: every problem, with line and column.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<ProblemSchema>)]
-    pub errors: Vec<Problem>,
-}
-
-/// The schema of one config problem, as `config::Problem` serializes (the config module owns
-/// the type; this mirrors its wire form for the OpenAPI document).
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemSchema {
-    /// Where in the document, as `models[2].group`; empty for the whole file.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -10,22 +10,11 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiError, AppState, Envelope};
 use crate::config::ModelName;
-use crate::events::HubEvent;
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventsQuery {
-    /// Only this model's events.
-    model: Option<String>,
-}
-
-/// The SSE event name of a notice that the client fell behind and `skipped` events were dropped.
-pub const LAGGED: &str = "lagged";
+use crate::wire::{EventsQuery, HubEvent, LAGGED_EVENT as LAGGED};
 
 /// Every model state change and reconcile report as it happens, as Server-Sent Events: the
 /// event name is the kind (`phase`, `memory`, `action`, `exit`, `health`, `config`, `reconcile`),

@@ -10,29 +10,13 @@ use std::path::{Path, PathBuf};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::models::known_model;
 use super::{ApiError, AppState, Envelope};
+use crate::wire::{DEFAULT_TAIL, LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
 
-/// The most lines `tail` may ask for.
-pub const MAX_TAIL: usize = 10_000;
-/// Lines returned when neither `tail` nor `since` is given.
-pub const DEFAULT_TAIL: usize = 100;
 /// The most bytes one answer carries.
 pub const MAX_READ: u64 = 4 * 1024 * 1024;
-/// The response header with the file offset just past what was returned: the next `since`.
-pub const LOG_OFFSET_HEADER: &str = "x-log-offset";
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogsQuery {
-    /// The last N lines (default 100, at most 10000).
-    tail: Option<usize>,
-    /// Instead of a tail: everything appended since this byte offset (the `x-log-offset` of the
-    /// previous answer). An offset past the end (the log was rotated) starts the new file over.
-    since: Option<u64>,
-}
 
 /// The worker's log: its last lines, or what was appended since an offset. The answer's
 /// `x-log-offset` header is where to continue with `since`.
@@ -54,7 +38,7 @@ pub(super) async fn logs(
     UrlPath(name): UrlPath<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let model = known_model(&state, &name)?;
+    let (name, model) = known_model(&state, &name)?;
     let tail = query.tail.unwrap_or(DEFAULT_TAIL);
     if tail > MAX_TAIL {
         return Err(ApiError::bad_request(format!(
@@ -63,9 +47,8 @@ pub(super) async fn logs(
     }
     let path = match &model.worker.log_file {
         Some(file) => PathBuf::from(file),
+        // A `ModelName` is a slug: safe as a file name.
         None => {
-            // The model is known, so its name is a slug: safe as a file name.
-            let name = crate::config::ModelName::new(&name).map_err(ApiError::bad_request)?;
             crate::supervisor::worker_log(&state.hub.snapshot().desired.settings.log_path, &name)
         }
     };
@@ -76,8 +59,12 @@ pub(super) async fn logs(
     })
     .await
     .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
-    let (text, offset) = read
-        .map_err(|e| ApiError::internal(format!("cannot read the log of model {name:?}: {e}")))?;
+    let (text, offset) = read.map_err(|e| {
+        ApiError::internal(format!(
+            "cannot read the log of model {:?}: {e}",
+            name.as_str()
+        ))
+    })?;
     Ok((
         [
             (

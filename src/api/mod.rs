@@ -25,26 +25,21 @@ use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use access::{Access, CLIENT_HEADER, is_loopback};
-pub use config::{
-    AppliedModel, ApplyResponse, PlanReply, PlannedModel, ShutdownReply, planned_models, text_diff,
-};
-pub use error::{ApiError, Envelope, ErrorBody, ProblemSchema};
-pub use events::LAGGED as LAGGED_EVENT;
+/// Named here too for the tests and benches, which mark their requests as a program's.
+pub use crate::wire::CLIENT_HEADER;
+pub use access::{Access, is_loopback};
+pub use error::ApiError;
 pub use front::App;
-pub use logs::{LOG_OFFSET_HEADER, MAX_TAIL};
 pub use metrics::render as render_metrics;
-pub use models::{ModelCommandReply, ModelDetail};
-pub use ready::Ready;
 pub use server::{DEFAULT_HEADER_READ_TIMEOUT, serve, serve_on_own_thread};
 
 use crate::config::MAX_FILE_BYTES;
 use crate::reconcile::Handle;
+use crate::wire::{Envelope, Health};
 
 /// What handlers share, behind one `Arc`: axum clones the state for every request that extracts
 /// it, and one reference count is cheaper than the handle's half dozen.
@@ -204,12 +199,6 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint: /openapi.json lists them")
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-}
-
 /// Liveness: 200 while the reconcile loop runs, 503 once it has ended.
 #[utoipa::path(
     get,
@@ -235,7 +224,7 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     get,
     path = "/hub/status",
     tag = "read",
-    responses((status = 200, description = "The latest published status", body = crate::status::Status))
+    responses((status = 200, description = "The latest published status", body = crate::wire::Status))
 )]
 async fn status(State(state): State<AppState>) -> Response {
     status_response(&state.hub)

@@ -4,41 +4,35 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::config::send;
 use super::{ApiError, AppState, Envelope};
-use crate::events::HubEvent;
+use crate::config::ModelName;
 use crate::reconcile::Event;
-use crate::status::ModelStatus;
-use crate::wire::Verb;
+use crate::wire::{ModelCommandReply, ModelDetail, ModelStatus, Verb};
 
-/// A model's status with its last events, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModelDetail {
-    #[serde(flatten)]
-    pub status: ModelStatus,
-    /// The model's last 20 events (phase changes, actions, exits, health), oldest first.
-    pub events: Vec<HubEvent>,
-}
-
-/// A name from a URL, checked before it is used for anything (a lookup, a file path).
-pub(super) fn known_model(state: &AppState, name: &str) -> Result<ModelStatus, ApiError> {
-    if !crate::config::is_slug(name) {
-        return Err(ApiError::not_found(format!(
+/// A name from a URL, parsed before it is used for anything (a lookup, a file path), with the
+/// model's status.
+pub(super) fn known_model(
+    state: &AppState,
+    name: &str,
+) -> Result<(ModelName, ModelStatus), ApiError> {
+    let name = ModelName::new(name).map_err(|_| {
+        ApiError::not_found(format!(
             "unknown model {name:?}: model names are lowercase letters, digits, `-` and `_`"
-        )));
-    }
-    state
+        ))
+    })?;
+    let status = state
         .hub
         .snapshot()
         .status
         .models
         .iter()
-        .find(|m| m.name == name)
+        .find(|m| m.name == name.as_str())
         .cloned()
-        .ok_or_else(|| ApiError::unknown_model(name))
+        .ok_or_else(|| ApiError::unknown_model(name.as_str()))?;
+    Ok((name, status))
 }
 
 /// One model's status and its last 20 events.
@@ -56,25 +50,11 @@ pub(super) async fn model_detail(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelDetail>, ApiError> {
-    let status = known_model(&state, &name)?;
+    let (name, status) = known_model(&state, &name)?;
     Ok(Json(ModelDetail {
-        events: state.hub.journal.recent(&name),
+        events: state.hub.journal.recent(name.as_str()),
         status,
     }))
-}
-
-/// The answer to an imperative call.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModelCommandReply {
-    pub model: String,
-    /// `start`, `stop`, `load` or `unload`.
-    pub action: String,
-    /// The override now in force for the model, if any: the state hub keeps it in until its
-    /// hub.yaml entry changes.
-    #[serde(rename = "override")]
-    pub override_: Option<String>,
-    /// What the next pass will do for it, as `hub diff` prints it.
-    pub plan: String,
 }
 
 /// An imperative call: `start`, `stop`, `load` or `unload` (also spelled `start-model` etc.).
@@ -100,24 +80,16 @@ pub(super) async fn model_command(
     State(state): State<AppState>,
     Path((name, verb)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<ModelCommandReply>), ApiError> {
-    if !crate::config::is_slug(&name) {
-        return Err(ApiError::unknown_model(&name));
-    }
+    let name = ModelName::new(&name).map_err(|_| ApiError::unknown_model(&name))?;
     let verb = Verb::parse(&verb).ok_or_else(|| {
         ApiError::not_found(format!(
             "unknown action {verb:?}: use start, stop, load or unload"
         ))
     })?;
     let (reply, answer) = oneshot::channel();
+    // The loop takes the name as text for now; it looks it up in the desired state.
+    let name = name.to_string();
     send(&state, Event::Model { name, verb, reply })?;
     let reply = answer.await.map_err(|_| ApiError::shutting_down())??;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(ModelCommandReply {
-            model: reply.model,
-            action: reply.action,
-            override_: reply.override_,
-            plan: reply.plan,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(reply)))
 }

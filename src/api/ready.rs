@@ -18,12 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{ApiError, AppState, Envelope};
 use crate::reconcile::Snapshot;
-use crate::status::Summary;
+use crate::wire::{Ready, Summary};
 
 /// Whether the daemon has converged once since it started; set by a task that follows the
 /// published snapshots, so a convergence between two probes is not missed.
@@ -59,19 +58,6 @@ impl Readiness {
         }
         self.0.load(Ordering::Relaxed)
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Ready {
-    /// `ready`.
-    pub status: String,
-    /// The current summary (`converged`, `progressing`, `degraded`): readiness does not follow
-    /// it after the first convergence.
-    pub summary: Summary,
-    pub generation: u64,
-    pub observed_generation: u64,
-    /// Whether the last edit of hub.yaml was rejected (the last good one still applies).
-    pub config_rejected: bool,
 }
 
 /// Readiness: 200 once the daemon has converged its desired state since it started, and for as

@@ -9,8 +9,7 @@ use super::FileArg;
 use super::client::Client;
 use super::diff::read_text;
 use super::render::{apply_line, result_of};
-use crate::api::{ApplyResponse, PlanReply};
-use crate::status::{Status, Summary};
+use crate::wire::{ApplyResponse, Outcome, PlanReply, Status, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -44,7 +43,7 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     if args.dry_run {
         let reply: PlanReply = client.post_query("/hub/plan", &query, text).await?;
         for model in &reply.models {
-            println!("{} (dry run)", apply_line(&model.name, &model.result));
+            println!("{} (dry run)", apply_line(&model.name, model.result));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -54,7 +53,7 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     let reply: ApplyResponse = client.post_query("/hub/apply", &query, text).await?;
     if !args.wait {
         for model in &reply.models {
-            println!("{}", apply_line(&model.name, &model.result));
+            println!("{}", apply_line(&model.name, model.result));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -80,12 +79,12 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     for model in &reply.models {
         let result = match report {
             Some(report) => result_of(&model.name, Some(report)),
-            None => model.result.as_str(),
+            None => model.result,
         };
-        failed |= result == "failed";
-        if !settled && result == "unchanged" && model.result != "unchanged" {
+        failed |= result == Outcome::Failed;
+        if !settled && result == Outcome::Unchanged && model.result != Outcome::Unchanged {
             // Timed out before the reconcile got to it.
-            println!("{} (in progress)", apply_line(&model.name, &model.result));
+            println!("{} (in progress)", apply_line(&model.name, model.result));
         } else {
             println!("{}", apply_line(&model.name, result));
         }

@@ -11,8 +11,8 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::Envelope;
 use crate::config::{DEFAULT_HOST, DEFAULT_PORT};
+use crate::wire::{CLIENT_HEADER, Envelope};
 
 pub struct Client {
     base: String,
@@ -153,7 +153,7 @@ pub fn is_refused(error: &anyhow::Error) -> bool {
 fn http_client() -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
-        crate::api::CLIENT_HEADER,
+        CLIENT_HEADER,
         reqwest::header::HeaderValue::from_static("cli"),
     );
     reqwest::Client::builder()

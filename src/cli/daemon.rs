@@ -17,8 +17,7 @@ use super::FileArg;
 use super::client::{Client, is_unreachable};
 use super::diff::load_or_print;
 use super::render;
-use crate::api::{Health, ShutdownReply};
-use crate::status::Status;
+use crate::wire::{Health, ShutdownReply, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use super::FileArg;
 use super::client::Client;
 use super::render;
-use crate::api::{PlanReply, planned_models, text_diff};
 use crate::config::{self, Desired};
+use crate::planned;
+use crate::wire::PlanReply;
 
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
@@ -93,18 +94,13 @@ fn offline_plan(
 ) -> PlanReply {
     let observed = crate::plan::converged(old);
     let plan = crate::plan::plan(new, &observed, time::OffsetDateTime::now_utc());
-    let diff = text_diff(
+    let diff = planned::text_diff(
         old_text,
         new_text,
         &old_path.display().to_string(),
         &new_path.display().to_string(),
     );
-    PlanReply {
-        generation: 0,
-        changed: !diff.is_empty() || !plan.is_noop(),
-        diff,
-        models: planned_models(&plan),
-    }
+    planned::reply(0, &plan, diff)
 }
 
 /// Reads FILE for commands that send it to the daemon.

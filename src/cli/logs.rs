@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::client::Client;
-use crate::api::{LOG_OFFSET_HEADER, MAX_TAIL};
+use crate::wire::{LOG_OFFSET_HEADER, MAX_TAIL};
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {

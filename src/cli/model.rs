@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use super::FileArg;
 use super::client::Client;
-use crate::api::{ModelCommandReply, ShutdownReply};
-use crate::status::ModelStatus;
-use crate::wire::Verb;
+use crate::wire::{ModelCommandReply, ModelStatus, ShutdownReply, Verb};
 
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {

@@ -5,10 +5,7 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::{PlanReply, PlannedModel};
-use crate::events::HubEvent;
-use crate::status::{ModelStatus, Report, Status};
-use crate::wire::Outcome;
+use crate::wire::{HubEvent, ModelStatus, Outcome, PlanReply, PlannedModel, Report, Status};
 
 /// ANSI colours, only when asked for (stdout is a terminal and `NO_COLOR` is unset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,14 +189,14 @@ fn plan_line(model: &PlannedModel, paint: Paint) -> String {
 }
 
 /// `hub apply`'s line for a model: `model/NAME started`.
-pub fn apply_line(name: &str, result: &str) -> String {
-    format!("model/{name} {result}")
+pub fn apply_line(name: &str, result: Outcome) -> String {
+    format!("model/{name} {}", result.as_str())
 }
 
 /// The most telling thing a reconcile did to a model, as `hub apply` prints it.
-pub fn result_of(name: &str, report: Option<&Report>) -> &'static str {
+pub fn result_of(name: &str, report: Option<&Report>) -> Outcome {
     let Some(report) = report else {
-        return "unchanged";
+        return Outcome::Unchanged;
     };
     let has = |list: &Vec<String>| list.iter().any(|n| n == name);
     let failed = report.failed.iter().any(|f| f.model == name);
@@ -211,7 +208,7 @@ pub fn result_of(name: &str, report: Option<&Report>) -> &'static str {
         (has(&report.loaded), Outcome::Loaded),
         (has(&report.unloaded), Outcome::Unloaded),
     ];
-    Outcome::most_telling(outcomes.into_iter().filter(|(is, _)| *is).map(|(_, o)| o)).as_str()
+    Outcome::most_telling(outcomes.into_iter().filter(|(is, _)| *is).map(|(_, o)| o))
 }
 
 /// One line per event, as `hub watch` prints them: `10:00:00.123Z  phase      alpha  ready`.

@@ -10,8 +10,7 @@ use time::OffsetDateTime;
 use super::FileArg;
 use super::client::Client;
 use super::render;
-use crate::api::ModelDetail;
-use crate::status::Status;
+use crate::wire::{ModelDetail, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

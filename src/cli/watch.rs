@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use super::FileArg;
 use super::client::Client;
 use super::render;
-use crate::events::HubEvent;
+use crate::wire::HubEvent;
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -110,7 +110,7 @@ pub async fn follow(
 
 /// The line for one SSE message, or `None` when it is filtered out or not an event.
 fn format_message(message: &SseMessage, models: &[String], format: Format) -> Option<String> {
-    if message.event == crate::api::LAGGED_EVENT {
+    if message.event == crate::wire::LAGGED_EVENT {
         return Some(format!(
             "-- fell behind: the daemon skipped events ({})",
             message.data

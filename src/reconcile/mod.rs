@@ -28,7 +28,7 @@ use crate::plan::{self, Action, ModelPlan, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
 use crate::status::{self, ConfigStatus, RejectedEdit, Report, Status};
 use crate::supervisor::Exit;
-use crate::wire::Verb;
+use crate::wire::{ModelCommandReply as ModelReply, Verb};
 use crate::{rfc3339, sha256_hex};
 
 pub use execute::Update;
@@ -94,24 +94,12 @@ pub struct ConfigUpdate {
     pub result: Result<Desired, Rejection>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// The loop's answer to an apply: the generation now and what it planned (`planned::models`
+/// makes the per-model entries of the API's answer from it).
+#[derive(Debug, Clone)]
 pub struct ApplyReply {
     pub generation: u64,
-    /// One line per model, as `hub diff` prints them.
-    pub plan: Vec<String>,
-    /// Per model, the verb `hub apply` prints: `started`, `stopped`, ..., `unchanged`.
-    pub results: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ModelReply {
-    pub model: String,
-    pub action: String,
-    /// The override now in force for the model, if any.
-    #[serde(rename = "override")]
-    pub override_: Option<String>,
-    /// What the next pass will do for it, as `hub diff` prints it.
-    pub plan: String,
+    pub plan: Plan,
 }
 
 /// Why the loop refused a request; the API maps each to its HTTP status.
@@ -760,12 +748,7 @@ impl Reconciler {
         }
         Ok(ApplyReply {
             generation: self.generation,
-            plan: plan.models.iter().map(ToString::to_string).collect(),
-            results: plan
-                .models
-                .iter()
-                .map(|m| (m.name.to_string(), m.outcome().as_str().to_string()))
-                .collect(),
+            plan,
         })
     }
 

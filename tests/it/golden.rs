@@ -7,12 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use hub::api::{PlanReply, PlannedModel};
 use hub::cli::render::{self, Paint};
-use hub::events::HubEvent;
-use hub::status::{
-    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryStatus, ModelStatus, OverrideStatus,
-    RejectedEdit, Report, Status, Summary, WorkerStatus,
+use hub::wire::{
+    ConfigStatus, Counts, FailedAction, GroupStatus, HubEvent, MemoryStatus, ModelStatus, Outcome,
+    OverrideStatus, PlanReply, PlannedModel, RejectedEdit, Report, Status, Summary, WorkerStatus,
 };
 
 use crate::support::hub_bin;
@@ -301,11 +299,11 @@ fn the_status_table_of_an_empty_hub() {
 }
 
 fn plan_reply() -> PlanReply {
-    let planned = |name: &str, line: &str, actions: &[&str], result: &str| PlannedModel {
+    let planned = |name: &str, line: &str, actions: &[&str], result: Outcome| PlannedModel {
         name: name.to_string(),
         line: line.to_string(),
         actions: actions.iter().map(ToString::to_string).collect(),
-        result: result.to_string(),
+        result,
         clears_override: line.contains("[clears override]"),
     };
     PlanReply {
@@ -313,13 +311,13 @@ fn plan_reply() -> PlanReply {
         diff: "--- applied (generation 7)\n+++ hub.yaml\n@@ -1,3 +1,3 @@\n models:\n-  - {name: alpha, model_path: a.txt, state: running}\n+  - {name: alpha, model_path: b.txt, state: running}\n   - {name: beta, model_path: b.txt}\n".to_string(),
         changed: true,
         models: vec![
-            planned("alpha", "~ alpha  restart (model_path changed)", &["restart"], "restarted"),
-            planned("beta", "= beta  unchanged", &[], "unchanged"),
-            planned("delta", "↓ delta  unload", &["unload"], "unloaded"),
-            planned("epsilon", "↑ epsilon  load", &["load"], "loaded"),
-            planned("gamma", "+ gamma  start, load", &["start", "load"], "started"),
-            planned("omega", "- omega  stop", &["stop"], "stopped"),
-            planned("zeta", "= zeta  unchanged [clears override]", &[], "unchanged"),
+            planned("alpha", "~ alpha  restart (model_path changed)", &["restart"], Outcome::Restarted),
+            planned("beta", "= beta  unchanged", &[], Outcome::Unchanged),
+            planned("delta", "↓ delta  unload", &["unload"], Outcome::Unloaded),
+            planned("epsilon", "↑ epsilon  load", &["load"], Outcome::Loaded),
+            planned("gamma", "+ gamma  start, load", &["start", "load"], Outcome::Started),
+            planned("omega", "- omega  stop", &["stop"], Outcome::Stopped),
+            planned("zeta", "= zeta  unchanged [clears override]", &[], Outcome::Unchanged),
         ],
     }
 }

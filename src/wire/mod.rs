@@ -1,6 +1,37 @@
-//! The vocabulary the daemon and its clients share: what a request asks and what a reply says.
-//! Plain data, free of axum, tokio and the loop, so the CLI, the API and the loop all import it
-//! and nothing here imports them.
+//! The vocabulary the daemon and its clients share: every request and reply of the HTTP API,
+//! the status document, and the words they are made of. Plain data, free of axum, tokio and the
+//! loop, so the CLI, the API and the loop all import it and nothing here imports them (the one
+//! import is `config`, for `Problem` and `ModelName`, which import nothing of hub's edges).
+//!
+//! One file per group of endpoints, as in `api`: `config.rs` plan, apply, reload and shutdown;
+//! `models.rs` one model and the imperative calls; `status.rs` the `GET /hub/status` document;
+//! `events.rs` the event stream; `logs.rs` worker logs; `probes.rs` `/health` and `/ready`;
+//! `error.rs` the one error envelope.
+
+mod config;
+mod error;
+mod events;
+mod logs;
+mod models;
+mod probes;
+mod status;
+
+pub use config::{
+    Accepted, AppliedModel, ApplyQuery, ApplyResponse, PlanQuery, PlanReply, PlannedModel,
+    ShutdownQuery, ShutdownReply,
+};
+pub use error::{Envelope, ErrorBody, ProblemSchema};
+pub use events::{EventsQuery, HubEvent, LAGGED_EVENT};
+pub use logs::{DEFAULT_TAIL, LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
+pub use models::{ModelCommandReply, ModelDetail};
+pub use probes::{Health, Ready};
+pub use status::{
+    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryStatus, ModelStatus, OverrideStatus,
+    RejectedEdit, Report, Status, Summary, WorkerStatus,
+};
+
+/// The header that marks a write as coming from a program, not a form or a page's simple request.
+pub const CLIENT_HEADER: &str = "x-hub-client";
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,152 @@
+//! The status document: the JSON contract of `GET /hub/status` (SPEC section 3), which the loop
+//! publishes and the API and the CLI read. Field names here are a contract. `crate::status`
+//! builds it from the loop's state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problem;
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Status {
+    pub timestamp: String,
+    pub generation: u64,
+    pub observed_generation: u64,
+    pub summary: Summary,
+    pub config: ConfigStatus,
+    pub counts: Counts,
+    pub last_reconcile: Option<Report>,
+    pub models: Vec<ModelStatus>,
+    pub groups: Vec<GroupStatus>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    /// Every model matches the desired state of the current generation.
+    Converged,
+    /// Actions are under way or about to start.
+    Progressing,
+    /// Some model failed and is backing off or waiting.
+    Degraded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConfigStatus {
+    pub path: String,
+    pub sha256: String,
+    pub applied_at: String,
+    /// Where the applied desired state came from: `file` (the watched hub.yaml) or `api`.
+    pub source: String,
+    pub rejected: Option<RejectedEdit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RejectedEdit {
+    pub at: String,
+    pub sha256: String,
+    #[schema(value_type = Vec<super::ProblemSchema>)]
+    pub errors: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Counts {
+    pub models: usize,
+    pub running: usize,
+    pub loaded: usize,
+    pub failed: usize,
+}
+
+/// Everything done to converge one generation, across as many passes as that took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Report {
+    pub generation: u64,
+    /// What started this reconcile: `startup`, `config`, `api`, `worker_exit`, `timer`, `resync`.
+    pub trigger: String,
+    pub started_at: String,
+    /// Null while the reconcile is still in progress.
+    pub finished_at: Option<String>,
+    pub duration_ms: f64,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    pub loaded: Vec<String>,
+    pub unloaded: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub failed: Vec<FailedAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailedAction {
+    pub model: String,
+    pub action: String,
+    /// The latest error of this action on this model.
+    pub error: String,
+    /// How often the action failed on this model during this reconcile: one entry per model and
+    /// action, however often a retry fails, so the report stays small.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelStatus {
+    pub name: String,
+    pub engine: String,
+    pub model_type: Option<String>,
+    pub group: Option<String>,
+    /// hub.yaml's state for the model (`stopped` once removed from it).
+    pub desired: String,
+    pub worker: WorkerStatus,
+    pub memory: MemoryStatus,
+    pub in_sync: bool,
+    #[serde(rename = "override")]
+    pub override_: Option<OverrideStatus>,
+    pub error: Option<String>,
+    pub next_retry_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerStatus {
+    /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `backoff`.
+    pub phase: String,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub started_at: Option<String>,
+    pub restarts: u32,
+    pub exit_code: Option<i32>,
+    pub exited_at: Option<String>,
+    pub log_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MemoryStatus {
+    /// `unloaded`, `loading`, `loaded` or `unloading`.
+    pub state: String,
+    pub loaded_at: Option<String>,
+    pub last_activity: Option<String>,
+    pub unload_at: Option<String>,
+    /// Requests the worker is serving now, if its engine reports activity.
+    #[serde(default)]
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OverrideStatus {
+    /// The state the imperative call set, in force instead of hub.yaml's.
+    pub state: String,
+    /// The call that set it: `start`, `stop`, `load` or `unload`.
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupStatus {
+    pub name: String,
+    pub max_loaded: u32,
+    pub members: Vec<String>,
+    pub loaded: Vec<String>,
+}
