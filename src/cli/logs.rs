@@ -32,7 +32,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(args: LogsArgs, url: Option<String>) -> anyhow::Result<ExitCode> {
     let client = Client::new(url, &args.file);
-    let path = format!("/hub/models/{}/logs", super::model_name(&args.model)?);
+    let name = super::model_name(&args.model)?;
+    let path = format!("/hub/models/{name}/logs");
     let mut out = std::io::stdout().lock();
     let (text, mut offset) = read(&client, &path, &[("tail", args.tail)]).await?;
     out.write_all(&text)?;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::ModelName;
 use crate::worker::WorkerArgs;
 
 #[derive(Debug, Parser)]
@@ -168,15 +169,16 @@ fn end_quietly_on_closed_stdout() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-/// A model name from the command line, checked before it goes into a URL.
-fn model_name(name: &str) -> anyhow::Result<&str> {
-    if crate::config::is_slug(name) {
-        Ok(name)
-    } else {
-        anyhow::bail!(
+/// A model name from the command line, parsed before it goes into a URL.
+///
+/// Not a clap `value_parser`: clap would refuse the whole command line (exit 2), while
+/// `hub stop-model Bad/Name alpha` reports the bad name and still acts on `alpha` (exit 1).
+fn model_name(name: &str) -> anyhow::Result<ModelName> {
+    ModelName::new(name).map_err(|_| {
+        anyhow::anyhow!(
             "{name:?} is not a model name: names are lowercase letters, digits, `-` and `_`"
         )
-    }
+    })
 }
 
 /// Parses `--timeout 90s` and the like.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::FileArg;
 use super::client::Client;
+use crate::config::ModelName;
 use crate::wire::{ModelCommandReply, ModelStatus, ShutdownReply, Verb};
 
 #[derive(Debug, clap::Args)]
@@ -26,12 +27,15 @@ pub async fn run(args: ModelArgs, verb: Verb, url: Option<String>) -> anyhow::Re
     let client = Client::new(url, &args.file.file);
     let mut ok = true;
     let mut accepted = Vec::new();
-    for name in &args.models {
-        if let Err(error) = super::model_name(name) {
-            eprintln!("error: {error:#}");
-            ok = false;
-            continue;
-        }
+    for text in &args.models {
+        let name = match super::model_name(text) {
+            Ok(name) => name,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ok = false;
+                continue;
+            }
+        };
         let path = format!("/hub/models/{name}/{}", verb.as_str());
         match client.post::<ModelCommandReply>(&path, String::new()).await {
             Ok(reply) => {
@@ -41,7 +45,7 @@ pub async fn run(args: ModelArgs, verb: Verb, url: Option<String>) -> anyhow::Re
                     .map(|state| format!(" (override: {state} until its hub.yaml entry changes)"))
                     .unwrap_or_default();
                 println!("model/{name} {} accepted{note}", verb.as_str());
-                accepted.push(name.clone());
+                accepted.push(name);
             }
             Err(error) => {
                 eprintln!("error: model/{name}: {error:#}");
@@ -77,7 +81,7 @@ pub async fn run(args: ModelArgs, verb: Verb, url: Option<String>) -> anyhow::Re
 /// Polls the model until it is in sync or has an error.
 async fn wait_settled(
     client: &Client,
-    name: &str,
+    name: &ModelName,
     timeout: Duration,
 ) -> anyhow::Result<ModelStatus> {
     let deadline = tokio::time::Instant::now() + timeout;

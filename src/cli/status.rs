@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::FileArg;
 use super::client::Client;
 use super::render;
+use crate::config::ModelName;
 use crate::wire::{ModelDetail, Status};
 
 #[derive(Debug, clap::Args)]
@@ -32,13 +33,18 @@ pub enum Format {
 pub async fn run(args: StatusArgs, url: Option<String>) -> anyhow::Result<ExitCode> {
     let client = Client::new(url, &args.file.file);
     let mut status: Status = client.get("/hub/status").await?;
-    if !args.models.is_empty() {
-        for name in &args.models {
-            if !status.models.iter().any(|m| &m.name == name) {
-                bail!("unknown model {name:?}: `hub status` lists the models");
-            }
+    // A text that is not a model name names no model either.
+    let mut names = Vec::with_capacity(args.models.len());
+    for text in &args.models {
+        match ModelName::new(text) {
+            Ok(name) if status.models.iter().any(|m| m.name == name.as_str()) => names.push(name),
+            _ => bail!("unknown model {text:?}: `hub status` lists the models"),
         }
-        status.models.retain(|m| args.models.contains(&m.name));
+    }
+    if !names.is_empty() {
+        status
+            .models
+            .retain(|m| names.iter().any(|name| m.name == name.as_str()));
     }
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -49,9 +55,13 @@ pub async fn run(args: StatusArgs, url: Option<String>) -> anyhow::Result<ExitCo
                 "{}",
                 render::status_table(&status, OffsetDateTime::now_utc())
             )?;
-            for name in &args.models {
+            for name in &names {
                 let detail: ModelDetail = client.get(&format!("/hub/models/{name}")).await?;
-                write!(out, "{}", render::model_events(name, &detail.events))?;
+                write!(
+                    out,
+                    "{}",
+                    render::model_events(name.as_str(), &detail.events)
+                )?;
             }
         }
     }

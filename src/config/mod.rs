@@ -14,8 +14,10 @@ pub mod reference;
 mod templates;
 mod yaml;
 
+// `is_slug` stays inside: outside `config` a model name is checked only by parsing it into a
+// `ModelName`, once, where it comes in.
 pub use desired::{
-    Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
+    Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings,
     parse_duration,
 };
 pub use file::{DesiredState, HttpMethod, HubFile, LogLevel};
