@@ -6,8 +6,8 @@ use crate::observed::{MemoryState, Observed, Phase, Time};
 use crate::plan::{self, Plan};
 use crate::rfc3339;
 pub use crate::wire::{
-    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryStatus, ModelStatus, OverrideStatus,
-    RejectedEdit, Report, Status, Summary, WorkerStatus,
+    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryPhase, MemoryStatus, ModelStatus,
+    OverrideStatus, RejectedEdit, Report, Status, Summary, WorkerPhase, WorkerStatus,
 };
 
 /// How the loop fills a reconcile's report (the report itself is wire data).
@@ -79,8 +79,12 @@ pub fn build(inputs: Inputs<'_>) -> Status {
         let obs = observed.models.get(name).cloned().unwrap_or_default();
         let backing_off = obs.next_retry_at.is_some_and(|t| t > now);
         let phase = match obs.worker.phase {
-            Phase::Failed if backing_off => "backoff",
-            phase => phase.as_str(),
+            Phase::Stopped => WorkerPhase::Stopped,
+            Phase::Starting => WorkerPhase::Starting,
+            Phase::Ready => WorkerPhase::Ready,
+            Phase::Stopping => WorkerPhase::Stopping,
+            Phase::Failed if backing_off => WorkerPhase::Backoff,
+            Phase::Failed => WorkerPhase::Failed,
         };
         let memory_state = match spec {
             // Without load/unload a model counts as loaded exactly while its worker is ready.
@@ -105,7 +109,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
             group: spec.and_then(|s| s.group.clone()),
             desired: spec.map_or("stopped", |s| s.state.as_str()).to_string(),
             worker: WorkerStatus {
-                phase: phase.to_string(),
+                phase,
                 pid: obs.worker.pid,
                 // The port is kept to restart on, but shown only while a process holds it.
                 port: obs.worker.port.filter(|_| obs.worker.pid.is_some()),
@@ -120,7 +124,12 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                     .map(|p| p.display().to_string()),
             },
             memory: MemoryStatus {
-                state: memory_state.as_str().to_string(),
+                state: match memory_state {
+                    MemoryState::Unloaded => MemoryPhase::Unloaded,
+                    MemoryState::Loading => MemoryPhase::Loading,
+                    MemoryState::Loaded => MemoryPhase::Loaded,
+                    MemoryState::Unloading => MemoryPhase::Unloading,
+                },
                 loaded_at: time(obs.memory.loaded_at),
                 last_activity: time(obs.memory.last_activity),
                 unload_at: time(spec.and_then(|s| plan::unload_at(s, &obs))),
@@ -153,7 +162,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                     models
                         .iter()
                         .find(|s| s.name == m.as_str())
-                        .is_some_and(|s| s.memory.state == "loaded")
+                        .is_some_and(|s| s.memory.state == MemoryPhase::Loaded)
                 })
                 .map(ToString::to_string)
                 .collect(),

@@ -10,14 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::events::Metrics;
-use crate::status::Status;
+use crate::wire::{MemoryPhase, Status, WorkerPhase};
 
-/// Every worker phase `hub_models` counts.
-const PHASES: [&str; 6] = [
-    "stopped", "starting", "ready", "stopping", "failed", "backoff",
-];
-/// Every memory state `hub_models_memory` counts.
-const MEMORY: [&str; 4] = ["unloaded", "loading", "loaded", "unloading"];
 /// Every action and result `hub_actions_total` counts.
 const ACTIONS: [&str; 5] = ["start", "stop", "restart", "load", "unload"];
 const RESULTS: [&str; 3] = ["ok", "failed", "superseded"];
@@ -119,7 +113,7 @@ pub fn render(metrics: &Metrics, status: &Status) -> String {
         "hub_models",
         "gauge",
         "Models by worker phase.",
-        PHASES
+        WorkerPhase::ALL
             .iter()
             .map(|phase| {
                 let n = status
@@ -135,7 +129,7 @@ pub fn render(metrics: &Metrics, status: &Status) -> String {
         "hub_models_memory",
         "gauge",
         "Models by memory state.",
-        MEMORY
+        MemoryPhase::ALL
             .iter()
             .map(|state| {
                 let n = status

@@ -5,7 +5,9 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::wire::{HubEvent, ModelStatus, Outcome, PlanReply, PlannedModel, Report, Status};
+use crate::wire::{
+    HubEvent, ModelStatus, Outcome, PlanReply, PlannedModel, Report, Status, WorkerPhase,
+};
 
 /// ANSI colours, only when asked for (stdout is a terminal and `NO_COLOR` is unset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +102,7 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 10] {
         .worker
         .started_at
         .as_deref()
-        .filter(|_| m.worker.phase == "ready")
+        .filter(|_| m.worker.phase == WorkerPhase::Ready)
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
         .map_or_else(dash, |t| human_duration((now - t).whole_seconds()));
     let desired = match &m.override_ {
@@ -110,8 +112,8 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 10] {
     [
         m.name.clone(),
         desired,
-        m.worker.phase.clone(),
-        m.memory.state.clone(),
+        m.worker.phase.to_string(),
+        m.memory.state.to_string(),
         m.worker.pid.map_or_else(dash, |p| p.to_string()),
         m.worker.port.map_or_else(dash, |p| p.to_string()),
         uptime,

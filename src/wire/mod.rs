@@ -26,8 +26,8 @@ pub use logs::{DEFAULT_TAIL, LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
 pub use models::{ModelCommandReply, ModelDetail};
 pub use probes::{Health, Ready};
 pub use status::{
-    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryStatus, ModelStatus, OverrideStatus,
-    RejectedEdit, Report, Status, Summary, WorkerStatus,
+    ConfigStatus, Counts, FailedAction, GroupStatus, MemoryPhase, MemoryStatus, ModelStatus,
+    OverrideStatus, RejectedEdit, Report, Status, Summary, WorkerPhase, WorkerStatus,
 };
 
 /// The header that marks a write as coming from a program, not a form or a page's simple request.

@@ -2,6 +2,8 @@
 //! publishes and the API and the CLI read. Field names here are a contract. `crate::status`
 //! builds it from the loop's state.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
@@ -112,7 +114,8 @@ pub struct ModelStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerStatus {
     /// `stopped`, `starting`, `ready`, `stopping`, `failed` or `backoff`.
-    pub phase: String,
+    #[schema(value_type = String)]
+    pub phase: WorkerPhase,
     pub pid: Option<u32>,
     pub port: Option<u16>,
     pub started_at: Option<String>,
@@ -125,7 +128,8 @@ pub struct WorkerStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemoryStatus {
     /// `unloaded`, `loading`, `loaded` or `unloading`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: MemoryPhase,
     pub loaded_at: Option<String>,
     pub last_activity: Option<String>,
     pub unload_at: Option<String>,
@@ -133,6 +137,89 @@ pub struct MemoryStatus {
     #[serde(default)]
     pub in_flight: u32,
 }
+
+/// A worker's phase as the status shows it: the loop's, and `backoff` for a failed worker that
+/// waits out its retry delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerPhase {
+    Stopped,
+    Starting,
+    Ready,
+    Stopping,
+    Failed,
+    Backoff,
+}
+
+impl WorkerPhase {
+    /// Every phase, in the order `/metrics` lists them.
+    pub const ALL: [WorkerPhase; 6] = [
+        WorkerPhase::Stopped,
+        WorkerPhase::Starting,
+        WorkerPhase::Ready,
+        WorkerPhase::Stopping,
+        WorkerPhase::Failed,
+        WorkerPhase::Backoff,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerPhase::Stopped => "stopped",
+            WorkerPhase::Starting => "starting",
+            WorkerPhase::Ready => "ready",
+            WorkerPhase::Stopping => "stopping",
+            WorkerPhase::Failed => "failed",
+            WorkerPhase::Backoff => "backoff",
+        }
+    }
+}
+
+/// Where a model's weights are, as the status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryPhase {
+    Unloaded,
+    Loading,
+    Loaded,
+    Unloading,
+}
+
+impl MemoryPhase {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [MemoryPhase; 4] = [
+        MemoryPhase::Unloaded,
+        MemoryPhase::Loading,
+        MemoryPhase::Loaded,
+        MemoryPhase::Unloading,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryPhase::Unloaded => "unloaded",
+            MemoryPhase::Loading => "loading",
+            MemoryPhase::Loaded => "loaded",
+            MemoryPhase::Unloading => "unloading",
+        }
+    }
+}
+
+/// Both print and compare as their JSON word, so `phase == "ready"` reads as the JSON does.
+macro_rules! word {
+    ($($enum:ty),*) => {$(
+        impl fmt::Display for $enum {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $enum {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    )*};
+}
+word!(WorkerPhase, MemoryPhase);
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverrideStatus {

@@ -159,6 +159,11 @@ fn normalize_replaces_pids_ports_times_and_the_temp_dir() {
 
 const NOW: &str = "2026-11-23T10:00:00Z";
 
+/// A closed set's value from its JSON word, as the daemon would send it.
+fn word<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_value(serde_json::Value::from(text)).unwrap()
+}
+
 fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
     let running = phase == "ready";
     ModelStatus {
@@ -168,7 +173,7 @@ fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
         group: None,
         desired: desired.to_string(),
         worker: WorkerStatus {
-            phase: phase.to_string(),
+            phase: word(phase),
             pid: running.then_some(4242),
             port: running.then_some(47850),
             started_at: running.then(|| "2026-11-23T09:57:55Z".to_string()),
@@ -178,7 +183,7 @@ fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
             log_file: Some(format!("/var/log/hub/{name}.log")),
         },
         memory: MemoryStatus {
-            state: memory.to_string(),
+            state: word(memory),
             loaded_at: None,
             last_activity: None,
             unload_at: None,
