@@ -9,7 +9,7 @@ use super::FileArg;
 use super::client::Client;
 use super::diff::read_text;
 use super::render::{apply_line, result_of};
-use crate::wire::{ApplyResponse, Outcome, PlanReply, Status, Summary};
+use crate::wire::{ApplyQuery, ApplyResponse, Outcome, PlanQuery, PlanReply, Status, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -36,20 +36,23 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     let path = &args.file.file;
     let text = read_text(path)?;
     let client = Client::new(url, path);
-    let mut query = vec![("file", path.display().to_string())];
-    if args.reset_overrides {
-        query.push(("reset_overrides", "true".to_string()));
-    }
+    let file = Some(path.display().to_string());
     if args.dry_run {
+        let query = PlanQuery {
+            file,
+            reset_overrides: args.reset_overrides,
+        };
         let reply: PlanReply = client.post_query("/hub/plan", &query, text).await?;
         for model in &reply.models {
             println!("{} (dry run)", apply_line(&model.name, model.result));
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(generation) = args.expect_generation {
-        query.push(("expect_generation", generation.to_string()));
-    }
+    let query = ApplyQuery {
+        file,
+        reset_overrides: args.reset_overrides,
+        expect_generation: args.expect_generation,
+    };
     let reply: ApplyResponse = client.post_query("/hub/apply", &query, text).await?;
     if !args.wait {
         for model in &reply.models {

@@ -17,7 +17,7 @@ use super::FileArg;
 use super::client::{Client, is_unreachable};
 use super::diff::load_or_print;
 use super::render;
-use crate::wire::{Health, ShutdownReply, Status};
+use crate::wire::{Health, ShutdownQuery, ShutdownReply, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
@@ -139,13 +139,11 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
 pub async fn stop(args: StopArgs, url: Option<String>) -> anyhow::Result<ExitCode> {
     let path = &args.file.file;
     let client = Client::new(url, path);
-    let query: &[(&str, &str)] = if args.keep_workers {
-        &[("keep_workers", "true")]
-    } else {
-        &[]
+    let query = ShutdownQuery {
+        keep_workers: args.keep_workers,
     };
     let reply: ShutdownReply = match client
-        .post_query("/hub/shutdown", query, String::new())
+        .post_query("/hub/shutdown", &query, String::new())
         .await
     {
         Ok(reply) => reply,

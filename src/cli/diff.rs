@@ -10,7 +10,7 @@ use super::client::Client;
 use super::render;
 use crate::config::{self, Desired};
 use crate::planned;
-use crate::wire::PlanReply;
+use crate::wire::{PlanQuery, PlanReply};
 
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
@@ -43,10 +43,10 @@ pub async fn run(args: DiffArgs, url: Option<String>) -> anyhow::Result<ExitCode
         }
         None => {
             let client = Client::new(url, path);
-            let mut query = vec![("file", path.display().to_string())];
-            if args.reset_overrides {
-                query.push(("reset_overrides", "true".to_string()));
-            }
+            let query = PlanQuery {
+                file: Some(path.display().to_string()),
+                reset_overrides: args.reset_overrides,
+            };
             client.post_query("/hub/plan", &query, text).await?
         }
     };

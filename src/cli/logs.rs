@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::client::Client;
-use crate::wire::{LOG_OFFSET_HEADER, MAX_TAIL};
+use crate::wire::{LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
@@ -35,7 +35,11 @@ pub async fn run(args: LogsArgs, url: Option<String>) -> anyhow::Result<ExitCode
     let name = super::model_name(&args.model)?;
     let path = format!("/hub/models/{name}/logs");
     let mut out = std::io::stdout().lock();
-    let (text, mut offset) = read(&client, &path, &[("tail", args.tail)]).await?;
+    let tail = LogsQuery {
+        tail: Some(usize::try_from(args.tail)?),
+        since: None,
+    };
+    let (text, mut offset) = read(&client, &path, &tail).await?;
     out.write_all(&text)?;
     out.flush()?;
     if !args.follow {
@@ -43,18 +47,18 @@ pub async fn run(args: LogsArgs, url: Option<String>) -> anyhow::Result<ExitCode
     }
     loop {
         tokio::time::sleep(POLL).await;
-        let (text, next) = read(&client, &path, &[("since", offset)]).await?;
+        let since = LogsQuery {
+            tail: None,
+            since: Some(offset),
+        };
+        let (text, next) = read(&client, &path, &since).await?;
         out.write_all(&text)?;
         out.flush()?;
         offset = next;
     }
 }
 
-async fn read(
-    client: &Client,
-    path: &str,
-    query: &[(&str, u64)],
-) -> anyhow::Result<(Vec<u8>, u64)> {
+async fn read(client: &Client, path: &str, query: &LogsQuery) -> anyhow::Result<(Vec<u8>, u64)> {
     let (text, headers) = client.get_raw(path, query).await?;
     let offset = headers
         .get(LOG_OFFSET_HEADER)

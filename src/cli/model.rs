@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::FileArg;
 use super::client::Client;
 use crate::config::ModelName;
-use crate::wire::{ModelCommandReply, ModelStatus, ShutdownReply, Verb};
+use crate::wire::{ModelCommandReply, ModelStatus, ShutdownQuery, ShutdownReply, Verb};
 
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
@@ -118,12 +118,12 @@ pub struct ShutdownArgs {
 
 pub async fn shutdown(args: ShutdownArgs, url: Option<String>) -> anyhow::Result<ExitCode> {
     let client = Client::new(url, &args.file.file);
-    let path = if args.keep_workers {
-        "/hub/shutdown?keep_workers=true"
-    } else {
-        "/hub/shutdown"
+    let query = ShutdownQuery {
+        keep_workers: args.keep_workers,
     };
-    let reply: ShutdownReply = client.post(path, String::new()).await?;
+    let reply: ShutdownReply = client
+        .post_query("/hub/shutdown", &query, String::new())
+        .await?;
     println!("shutdown requested (hub pid {})", reply.pid);
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use super::FileArg;
 use super::client::Client;
 use super::render;
-use crate::wire::HubEvent;
+use crate::wire::{EventsQuery, HubEvent};
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -60,9 +60,11 @@ pub async fn follow(
     let mut connected_before = false;
     loop {
         // One model is filtered by the daemon; several, here.
-        let query: Vec<(&str, &str)> = match models {
-            [one] => vec![("model", one.as_str())],
-            _ => Vec::new(),
+        let query = EventsQuery {
+            model: match models {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
         };
         match client.stream("/hub/events", &query, IDLE).await {
             Ok(response) => {

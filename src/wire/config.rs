@@ -5,13 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use super::Outcome;
 
+// The queries are the CLI's requests too: a flag left false and an absent value are not sent.
+
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PlanQuery {
     /// A name for the file, shown in the diff header and in config errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Plan as `hub apply --reset-overrides` would: without any override.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset_overrides: bool,
 }
 
@@ -48,11 +51,13 @@ pub struct PlannedModel {
 #[into_params(parameter_in = Query)]
 pub struct ApplyQuery {
     /// Refuse with 409 unless the desired state is still at this generation (from `hub diff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_generation: Option<u64>,
     /// Drop every override set by imperative calls, so hub.yaml is followed exactly.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset_overrides: bool,
     /// A name for the file, shown in config errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }
 
@@ -99,7 +104,7 @@ pub struct Accepted {
 #[into_params(parameter_in = Query)]
 pub struct ShutdownQuery {
     /// Leave the workers running for the next `hub serve` to adopt.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_workers: bool,
 }
 

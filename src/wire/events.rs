@@ -21,6 +21,7 @@ pub struct HubEvent {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only this model's events.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 

@@ -14,8 +14,10 @@ pub const LOG_OFFSET_HEADER: &str = "x-log-offset";
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// The last N lines (default 100, at most 10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tail: Option<usize>,
     /// Instead of a tail: everything appended since this byte offset (the `x-log-offset` of the
     /// previous answer). An offset past the end (the log was rotated) starts the new file over.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
 }
