@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::wire::CLIENT_HEADER;
+use crate::wire::{CLIENT_HEADER, ErrorKind};
 
 /// The shortest HUB_TOKEN hub accepts: a shorter one can be found by brute force over the network.
 const MIN_TOKEN_BYTES: usize = 16;
@@ -97,7 +97,7 @@ impl Access {
         if !needs_preflight(headers) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorKind::UnsupportedMediaType,
                 "a write must show that it does not come from a web form: send its body as `Content-Type: application/yaml` (or application/json), or add the header `X-Hub-Client: <your tool>`; the hub CLI does both",
             ));
         }
@@ -109,7 +109,7 @@ impl Access {
             if !given.is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "unauthorized",
+                    ErrorKind::Unauthorized,
                     "this endpoint needs `Authorization: Bearer <token>` with the daemon's HUB_TOKEN; the CLI sends it when HUB_TOKEN is set",
                 ));
             }

@@ -6,7 +6,7 @@
 
 use crate::config::{Problem, Rejection};
 use crate::reconcile::CommandError;
-use crate::wire::{Envelope, ErrorBody};
+use crate::wire::{Envelope, ErrorBody, ErrorKind};
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
     pub errors: Vec<Problem>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             kind,
@@ -30,24 +30,32 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
     }
 
     /// The request may not be made this way (a foreign Host or Origin); the message says how.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorKind::Forbidden, message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
+            message,
+        )
     }
 
     /// The loop has ended (or is ending): nothing can be changed any more.
@@ -68,7 +76,7 @@ impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "invalid_config",
+            kind: ErrorKind::InvalidConfig,
             message: format!(
                 "the config has {} problem(s):\n{rejection}",
                 rejection.problems.len()
@@ -89,9 +97,9 @@ impl From<CommandError> for ApiError {
             CommandError::UnknownModel(_) | CommandError::Invalid(_) => {
                 unreachable!("answered above")
             }
-            CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            CommandError::GroupFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "group_full"),
-            CommandError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            CommandError::Conflict(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),
+            CommandError::GroupFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::GroupFull),
+            CommandError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable),
         };
         ApiError::new(status, kind, error.to_string())
     }
@@ -101,7 +109,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Envelope {
             error: ErrorBody {
-                kind: self.kind.to_string(),
+                kind: self.kind,
                 message: self.message,
                 code: self.status.as_u16(),
                 errors: self.errors,
@@ -112,21 +120,21 @@ impl IntoResponse for ApiError {
 }
 
 /// The envelope's `type` for a status code that axum or a layer produced on its own.
-fn kind_of(status: StatusCode) -> &'static str {
+fn kind_of(status: StatusCode) -> ErrorKind {
     match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::CONFLICT => "conflict",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ErrorKind::BadRequest,
+        StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed,
+        StatusCode::CONFLICT => ErrorKind::Conflict,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorKind::Unprocessable,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::TooManyRequests,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+        s if s.is_server_error() => ErrorKind::Internal,
+        _ => ErrorKind::Error,
     }
 }
 

@@ -20,7 +20,7 @@ pub use config::{
     Accepted, AppliedModel, ApplyQuery, ApplyResponse, PlanQuery, PlanReply, PlannedModel,
     ShutdownQuery, ShutdownReply,
 };
-pub use error::{Envelope, ErrorBody, ProblemSchema};
+pub use error::{Envelope, ErrorBody, ErrorKind, ProblemSchema};
 pub use events::{EventsQuery, HubEvent, LAGGED_EVENT};
 pub use logs::{DEFAULT_TAIL, LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
 pub use models::{ModelCommandReply, ModelDetail};
@@ -111,6 +111,31 @@ mod tests {
         assert_eq!(Outcome::most_telling([Loaded, Started]), Started);
         assert_eq!(Outcome::most_telling([Unloaded, Restarted, Failed]), Failed);
         assert_eq!(Outcome::most_telling([Stopped, Loaded]), Stopped);
+    }
+
+    #[test]
+    fn closed_sets_are_their_json_words_and_an_unknown_error_kind_reads_as_error() {
+        fn word(value: impl Serialize) -> String {
+            serde_json::to_value(value)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+        assert_eq!(
+            word(ErrorKind::UnsupportedMediaType),
+            "unsupported_media_type"
+        );
+        assert_eq!(word(ErrorKind::InvalidConfig), "invalid_config");
+        let unknown: ErrorKind = serde_json::from_value("teapot".into()).unwrap();
+        assert_eq!(unknown, ErrorKind::Error);
+        for phase in WorkerPhase::ALL {
+            assert_eq!(word(phase), phase.as_str());
+        }
+        for state in MemoryPhase::ALL {
+            assert_eq!(word(state), state.as_str());
+        }
+        assert_eq!(word(Outcome::Restarted), "restarted");
     }
 
     #[test]
