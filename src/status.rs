@@ -5,6 +5,7 @@ use crate::config::Desired;
 use crate::observed::{MemoryState, Observed, Phase, Time};
 use crate::plan::{self, Plan};
 use crate::rfc3339;
+// The document's types are wire's; named here too for the loop, which builds and publishes it.
 pub use crate::wire::{
     ConfigStatus, Counts, FailedAction, GroupStatus, MemoryPhase, MemoryStatus, ModelStatus,
     OverrideStatus, RejectedEdit, Report, Status, Summary, WorkerPhase, WorkerStatus,

@@ -1,7 +1,7 @@
 //! The vocabulary the daemon and its clients share: every request and reply of the HTTP API,
 //! the status document, and the words they are made of. Plain data, free of axum, tokio and the
-//! loop, so the CLI, the API and the loop all import it and nothing here imports them (the one
-//! import is `config`, for `Problem` and `ModelName`, which import nothing of hub's edges).
+//! loop, so the CLI, the API and the loop all import it and nothing here imports them (its one
+//! import of hub's own is `config`, for `Problem`, which imports none of them).
 //!
 //! One file per group of endpoints, as in `api`: `config.rs` plan, apply, reload and shutdown;
 //! `models.rs` one model and the imperative calls; `status.rs` the `GET /hub/status` document;
