@@ -1,7 +1,7 @@
 //! An operator's command on one model (`POST /hub/models/{name}/{verb}`): the override it sets
 //! or clears, refused when the model's group is full.
 
-use super::{CommandError, ModelReply, Reconciler};
+use super::{CommandError, ModelReply, Reconciler, Trigger};
 use crate::config::{DesiredState, ModelName};
 use crate::observed::{MemoryState, ModelObserved, Override, Time};
 use crate::plan::{self, ModelPlan, Wait};
@@ -86,7 +86,7 @@ impl Reconciler {
                 max_loaded,
             });
         }
-        self.trigger = "api";
+        self.trigger = Trigger::Api;
         let obs = &self.observed.models[&name];
         Ok(ModelReply {
             model: name.to_string(),

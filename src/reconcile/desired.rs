@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{ApplyReply, CommandError, ConfigUpdate, Reconciler, note};
+use super::{ApplyReply, CommandError, ConfigUpdate, Reconciler, Trigger, note};
 use crate::config::{Desired, DesiredState, Rejection};
+use crate::events::EventKind;
 use crate::observed::{Observed, Time};
 use crate::plan::{self};
 use crate::status::RejectedEdit;
@@ -93,7 +94,7 @@ impl Reconciler {
                     update.path.display(),
                     &update.sha256[..12]
                 );
-                note(&self.journal, now, None, "config", message);
+                note(&self.journal, now, None, EventKind::Config, message);
                 self.applied = Applied {
                     path: update.path.display().to_string(),
                     sha256: update.sha256,
@@ -101,7 +102,7 @@ impl Reconciler {
                     at: now,
                     source: "file",
                 };
-                self.trigger = "config";
+                self.trigger = Trigger::Config;
                 self.set_desired(desired, false);
                 true
             }
@@ -118,17 +119,12 @@ impl Reconciler {
                 let mut shown = rejection;
                 if total > MAX_SHOWN_PROBLEMS {
                     shown.problems.truncate(MAX_SHOWN_PROBLEMS);
-                    shown.problems.push(crate::config::Problem {
-                        path: String::new(),
-                        line: None,
-                        column: None,
-                        message: format!(
+                    shown
+                        .problems
+                        .push(crate::config::Problem::whole_file(format!(
                             "and {} more problems: `hub validate` lists them all",
                             total - MAX_SHOWN_PROBLEMS
-                        ),
-                        at_key: false,
-                        pointer: String::new(),
-                    });
+                        )));
                 }
                 tracing::error!(
                     "rejected an edit of {} ({total} problems); the last good config stays in force:\n{shown}",
@@ -136,7 +132,7 @@ impl Reconciler {
                 );
                 self.journal.count(|m| m.config_rejected += 1);
                 let message = format!("rejected an edit: {total} problems");
-                note(&self.journal, now, None, "config", message);
+                note(&self.journal, now, None, EventKind::Config, message);
                 let errors = shown.problems;
                 self.rejected = Some(RejectedEdit {
                     at: rfc3339(now),
@@ -174,7 +170,7 @@ impl Reconciler {
                 at: now,
                 source: "api",
             };
-            self.trigger = "api";
+            self.trigger = Trigger::Api;
             self.set_desired(desired, reset_overrides);
         }
         Ok(ApplyReply {

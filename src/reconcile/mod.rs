@@ -47,7 +47,7 @@ use launch::InFlight;
 use observe::backoff;
 use probe::Probing;
 use publish::config_status;
-use report::note;
+use report::{Trigger, note};
 pub use workers::{BoxFuture, RealWorkers, Workers};
 
 /// Everything that can make the loop act. Closed: the loop knows every reason it may run.
@@ -195,7 +195,7 @@ pub struct Reconciler {
     backoffs: HashMap<ModelName, Backoff>,
     report: Option<Report>,
     episode: Option<Instant>,
-    trigger: &'static str,
+    trigger: Trigger,
     in_flight: HashMap<ModelName, InFlight>,
     probing: HashMap<ModelName, Probing>,
     journal: Arc<Journal>,
@@ -291,7 +291,7 @@ pub fn start(
         backoffs: HashMap::new(),
         report: None,
         episode: None,
-        trigger: "startup",
+        trigger: Trigger::Startup,
         in_flight: HashMap::new(),
         probing: HashMap::new(),
         journal: journal.clone(),

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Reconciler, Update, note, step};
+use super::{Reconciler, Trigger, Update, note, step};
 use crate::config::ModelName;
-use crate::observed::{ActionError, Phase, Time};
+use crate::events::EventKind;
+use crate::observed::Time;
 use crate::retry::Backoff;
 use crate::supervisor::Exit;
 
@@ -31,23 +32,35 @@ impl Reconciler {
         match &update {
             Update::Spawned { pid, port, .. } => {
                 let message = format!("starting: pid {pid}, port {port}");
-                note(&self.journal, now, Some(&name), "phase", message);
+                note(&self.journal, now, Some(&name), EventKind::Phase, message);
             }
-            Update::Ready => note(&self.journal, now, Some(&name), "phase", "ready".into()),
-            Update::Stopping => note(&self.journal, now, Some(&name), "phase", "stopping".into()),
+            Update::Ready => note(
+                &self.journal,
+                now,
+                Some(&name),
+                EventKind::Phase,
+                "ready".into(),
+            ),
+            Update::Stopping => note(
+                &self.journal,
+                now,
+                Some(&name),
+                EventKind::Phase,
+                "stopping".into(),
+            ),
             Update::Stopped { exit, .. } => {
                 let message = match exit {
                     Some(exit) => format!("stopped: exit code {}", exit.code_or_signal()),
                     None => "stopped".to_string(),
                 };
-                note(&self.journal, now, Some(&name), "phase", message);
+                note(&self.journal, now, Some(&name), EventKind::Phase, message);
             }
             Update::Memory(state) => {
                 note(
                     &self.journal,
                     now,
                     Some(&name),
-                    "memory",
+                    EventKind::Memory,
                     state.as_str().into(),
                 );
             }
@@ -57,7 +70,13 @@ impl Reconciler {
                 } else {
                     "loaded"
                 };
-                note(&self.journal, now, Some(&name), "memory", message.into());
+                note(
+                    &self.journal,
+                    now,
+                    Some(&name),
+                    EventKind::Memory,
+                    message.into(),
+                );
             }
             Update::Succeeded(action) => {
                 self.journal
@@ -71,14 +90,14 @@ impl Reconciler {
                 self.journal
                     .count(|m| *m.actions.entry((action.verb(), "superseded")).or_default() += 1);
                 let message = format!("{} superseded by a newer desired state", action.verb());
-                note(&self.journal, now, Some(&name), "action", message);
+                note(&self.journal, now, Some(&name), EventKind::Action, message);
             }
             Update::Failed { action, error } => {
                 tracing::warn!(model = %name, action = action.verb(), "{error}");
                 self.journal
                     .count(|m| *m.actions.entry((action.verb(), "failed")).or_default() += 1);
                 let message = format!("{} failed: {error}", action.verb());
-                note(&self.journal, now, Some(&name), "action", message);
+                note(&self.journal, now, Some(&name), EventKind::Action, message);
                 let delay =
                     backoff(&mut self.backoffs, name.clone(), self.options.max_backoff).next();
                 retry_at = delay.map(|d| now + d);
@@ -98,41 +117,34 @@ impl Reconciler {
         if obs.worker.pid != Some(exit.pid) {
             return;
         }
-        obs.worker.exit_code = Some(exit.info.code_or_signal());
-        obs.worker.exited_at = Some(now);
+        let code = exit.info.code_or_signal();
         if obs.busy {
             // The action in flight stopped it, or will see the exit and report.
+            step::exited(obs, code, now, None);
             return;
         }
-        let uptime = obs.worker.started_at.map(|t| now - t);
         tracing::warn!(model = %exit.name, pid = exit.pid, code = ?exit.info.code, signal = ?exit.info.signal, "worker exited unexpectedly");
-        obs.worker.phase = Phase::Failed;
-        obs.worker.pid = None;
-        obs.worker.start_time = None;
-        obs.worker.crashed = true;
-        obs.memory = Default::default();
         self.journal.count(|m| m.crashes += 1);
-        let message = format!(
-            "exited unexpectedly with code {}",
-            exit.info.code_or_signal()
+        let message = format!("exited unexpectedly with code {code}");
+        note(
+            &self.journal,
+            now,
+            Some(&exit.name),
+            EventKind::Exit,
+            message,
         );
-        note(&self.journal, now, Some(&exit.name), "exit", message);
-        obs.error = Some(ActionError {
-            action: "run",
-            message: format!(
-                "worker exited unexpectedly with code {}",
-                exit.info.code_or_signal()
-            ),
-        });
         let backoff = backoff(
             &mut self.backoffs,
             exit.name.clone(),
             self.options.max_backoff,
         );
+        // A worker that ran a while before it crashed starts its backoff afresh.
+        let uptime = obs.worker.started_at.map(|t| now - t);
         if uptime.is_some_and(|u| u >= STABLE_AFTER) {
             backoff.reset();
         }
-        obs.next_retry_at = backoff.next().map(|d| now + d);
-        self.trigger = "worker_exit";
+        let retry_at = backoff.next().map(|d| now + d);
+        step::exited(obs, code, now, retry_at);
+        self.trigger = Trigger::WorkerExit;
     }
 }

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Event, Reconciler, backoff, note};
+use super::{Event, Reconciler, Trigger, backoff, note, step};
 use crate::config::ModelName;
 use crate::engine::Probe;
-use crate::observed::{ActionError, MemoryState, Phase, Time};
+use crate::events::EventKind;
+use crate::observed::{MemoryState, Phase, Time};
 
 /// A ready worker that fails this many health probes in a row is restarted.
 pub(super) const HEALTH_FAILURES: u32 = 3;
@@ -64,23 +65,15 @@ impl Reconciler {
         tracing::warn!(model = %name, pid, failures = probing.failures, "health probe failed");
         self.journal.count(|m| m.health_failures += 1);
         let message = format!("health probe failed ({} in a row)", probing.failures);
-        note(&self.journal, now, Some(&name), "health", message);
+        note(&self.journal, now, Some(&name), EventKind::Health, message);
         if probing.failures < HEALTH_FAILURES {
             return false;
         }
         probing.failures = 0;
-        // Judged dead while its process lives: restart it (the restart stops the process first).
-        obs.worker.phase = Phase::Failed;
-        obs.worker.crashed = true;
-        obs.worker.exit_code = None;
-        obs.memory = Default::default();
-        obs.error = Some(ActionError {
-            action: "health",
-            message: format!("failed {HEALTH_FAILURES} health probes in a row"),
-        });
         let backoff = backoff(&mut self.backoffs, name, self.options.max_backoff);
-        obs.next_retry_at = backoff.next().map(|d| now + d);
-        self.trigger = "health";
+        let retry_at = backoff.next().map(|d| now + d);
+        step::unhealthy(obs, HEALTH_FAILURES, retry_at);
+        self.trigger = Trigger::Health;
         true
     }
 
@@ -109,11 +102,8 @@ impl Reconciler {
                 continue;
             }
             probing.in_progress = true;
-            let vars = crate::engine::Vars::of(name.as_str(), run, port, &self.executor.hub_exe);
-            let probe = self
-                .executor
-                .workers
-                .probe(crate::engine::url(&vars, &run.engine.health.path));
+            let url = crate::engine::health_url(name.as_str(), run, port, &self.executor.hub_exe);
+            let probe = self.executor.workers.probe(url);
             let events = self.executor.events.clone();
             let name = name.clone();
             tokio::spawn(async move {

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::Reconciler;
 use crate::config::ModelName;
+use crate::events::EventKind;
 use crate::events::{HubEvent, Journal};
 use crate::observed::Time;
 use crate::rfc3339;
@@ -17,16 +18,45 @@ pub(super) fn note(
     journal: &Journal,
     now: Time,
     model: Option<&ModelName>,
-    kind: &str,
+    kind: EventKind,
     message: String,
 ) {
     journal.record(HubEvent {
         time: rfc3339(now),
-        kind: kind.to_string(),
+        kind: kind.as_str().to_string(),
         model: model.map(ToString::to_string),
         message,
         report: None,
     });
+}
+
+/// What started a reconcile (the report's `trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Startup,
+    /// The watched file changed.
+    Config,
+    /// `POST /hub/apply` or a model command.
+    Api,
+    Resync,
+    /// A retry or idle unload fell due.
+    Timer,
+    WorkerExit,
+    Health,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Config => "config",
+            Trigger::Api => "api",
+            Trigger::Resync => "resync",
+            Trigger::Timer => "timer",
+            Trigger::WorkerExit => "worker_exit",
+            Trigger::Health => "health",
+        }
+    }
 }
 
 impl Reconciler {
@@ -39,7 +69,7 @@ impl Reconciler {
         self.episode = Some(Instant::now());
         self.report = Some(Report {
             generation: self.generation,
-            trigger: self.trigger.to_string(),
+            trigger: self.trigger.as_str().to_string(),
             started_at: rfc3339(self.clock.now()),
             ..Report::default()
         });
@@ -90,7 +120,7 @@ impl Reconciler {
         });
         self.journal.record(HubEvent {
             time: report.finished_at.clone().unwrap_or_default(),
-            kind: "reconcile".to_string(),
+            kind: EventKind::Reconcile.as_str().to_string(),
             model: None,
             message: format!(
                 "generation {} reconciled ({}) in {:.1} ms",
