@@ -14,8 +14,8 @@ use super::desired::{
     parse_duration,
 };
 use super::file::{
-    DURATION_PATTERN, DesiredState, EngineFile, HTTP_PATH_PATTERN, HttpCallFile, HttpMethod,
-    HubFile, LogLevel, SLUG_PATTERN,
+    DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DURATION_PATTERN, DesiredState,
+    EngineFile, HTTP_PATH_PATTERN, HttpCallFile, HttpMethod, HubFile, LogLevel, SLUG_PATTERN,
 };
 use super::problem::{Problem, Rejection, display_path};
 use super::templates::{self, Rendered};
@@ -23,10 +23,6 @@ use super::{locate, nesting, yaml};
 
 /// hub.yaml files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 8000;
-pub const DEFAULT_MODEL_STARTING_PORT: u16 = 47850;
 
 /// Reads a config file as UTF-8 text, refusing what is too large or not text.
 pub fn read(path: &Path) -> Result<String, Rejection> {

@@ -19,14 +19,23 @@ pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
     parse_duration,
 };
-pub use file::{DesiredState, HttpMethod, HubFile, LogLevel};
-pub use load::{
-    DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_BYTES, default_log_path, load, parse, read, schema,
-};
-pub use problem::{Problem, Rejection, display_path, rejection_at};
+pub use file::{DEFAULT_HOST, DEFAULT_PORT, DesiredState, HttpMethod, HubFile, LogLevel};
+pub use load::{MAX_FILE_BYTES, default_log_path, load, parse, read, schema};
+pub use problem::{Problem, Rejection, display_path};
 
 #[cfg(test)]
 mod tests;
+
+/// A rejection for one problem found outside [`parse`], against the running state (a fixed port
+/// that a live worker holds): located at `pointer` (`/models/2/port`) in `text` like every other.
+pub fn rejection_at(text: &str, file: &str, pointer: &str, message: String) -> Rejection {
+    let mut problems = vec![Problem::at(pointer, message)];
+    locate::fill_lines(text, &mut problems);
+    Rejection {
+        file: file.to_string(),
+        problems,
+    }
+}
 
 /// The index of model `name` in `text`'s `models` list, for a pointer to it.
 pub fn model_index(text: &str, name: &str) -> Option<usize> {

@@ -91,17 +91,6 @@ impl Problem {
     }
 }
 
-/// A rejection for one problem found outside [`super::parse`], against the running state (a fixed port
-/// that a live worker holds): located at `pointer` (`/models/2/port`) in `text` like every other.
-pub fn rejection_at(text: &str, file: &str, pointer: &str, message: String) -> Rejection {
-    let mut problems = vec![Problem::at(pointer, message)];
-    super::locate::fill_lines(text, &mut problems);
-    Rejection {
-        file: file.to_string(),
-        problems,
-    }
-}
-
 /// `/models/2/group` → `models[2].group`; an empty key is `[""]`.
 pub fn display_path(pointer: &str) -> String {
     let mut out = String::new();
