@@ -81,7 +81,6 @@ impl Action {
         }
     }
 
-
     pub fn verb(&self) -> &'static str {
         match self {
             Action::Start => "start",
