@@ -1,17 +1,16 @@
 //! The daemon under test: `hub serve --port 0` on a hub.yaml in a temp dir, read and saved as
 //! an operator would.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::save::Save;
-use crate::{HUB, between, client, processes_in, save_file, stop_child, support, time_at};
+use crate::{between, client, harness, support, time_at};
 
 /// How often a waiting loop reads `/hub/status` (100 models).
 pub const POLL: Duration = Duration::from_millis(5);
@@ -39,56 +38,25 @@ impl Daemon {
             std::fs::write(dir.path().join(format!("models/{name}-v2.txt")), &weights)?;
         }
         std::fs::write(dir.path().join("hub.yaml"), text)?;
-        let stderr = std::fs::File::create(dir.path().join("daemon.stderr"))?;
-        let mut child = Command::new(HUB)
-            .arg("serve")
-            .arg("-f")
-            .arg(dir.path().join("hub.yaml"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .context("cannot run hub serve")?;
-        let pid = child.id();
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut daemon = Daemon {
-            dir,
-            child: Some(child),
-            pid,
-            url: String::new(),
-            http: client(),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-            anyhow::anyhow!("hub serve printed no address; stderr:\n{}", daemon.stderr())
+        let (child, url) = harness::serve(dir.path(), |command| {
+            command.args(args);
         })?;
-        daemon.url = line
-            .strip_prefix("hub: listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_string();
-        Ok(daemon)
+        Ok(Daemon {
+            dir,
+            pid: child.id(),
+            child: Some(child),
+            url,
+            http: client(),
+        })
     }
 
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("hub.yaml")
     }
 
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default()
-    }
-
     /// Saves hub.yaml as editors do: a temp file beside it, renamed over it.
     pub fn save(&self, text: &str) -> anyhow::Result<()> {
-        save_file(&self.config(), text)
+        Ok(harness::save_like_an_editor(&self.config(), text)?)
     }
 
     pub async fn status(&self) -> anyhow::Result<Value> {
@@ -198,13 +166,9 @@ impl Daemon {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let started = Instant::now();
-        while child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(120) {
-                self.child = Some(child);
-                bail!("the daemon did not exit within 120 s of a shutdown");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Err(error) = harness::exited(&mut child, Duration::from_secs(120)).await {
+            self.child = Some(child);
+            bail!("the daemon {error:#} of a shutdown");
         }
         Ok(())
     }
@@ -213,15 +177,12 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
+            harness::stop(&mut child);
         }
-        // A daemon killed half-way may leave workers: they run in the config's directory.
-        for pid in processes_in(self.dir.path()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        // A daemon killed half-way may leave workers: they carry its owner mark and run in the
+        // config's directory.
+        let dir = self.dir.path();
+        harness::kill_all(&harness::leftovers(dir, &dir.join("logs")));
     }
 }
 

@@ -25,6 +25,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../../tests/support/harness.rs"]
+mod harness;
+
 mod daemon;
 mod save;
 mod scale;
@@ -33,8 +36,8 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -42,9 +45,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use support::{Models, hub_yaml, row};
-
-/// The release build of hub that `cargo bench` built beside this program.
-const HUB: &str = env!("CARGO_BIN_EXE_hub");
 
 fn main() -> ExitCode {
     if !support::benchmarking() {
@@ -166,13 +166,6 @@ pub fn client() -> reqwest::Client {
         .expect("a plain HTTP client always builds")
 }
 
-pub fn save_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    let temp = path.with_file_name(".hub.yaml.swp");
-    std::fs::write(&temp, text)?;
-    std::fs::rename(&temp, path)?;
-    Ok(())
-}
-
 pub fn time_at(value: &Value) -> anyhow::Result<OffsetDateTime> {
     let text = value
         .as_str()
@@ -197,37 +190,11 @@ pub fn pids(status: &Value) -> BTreeMap<String, u32> {
         .collect()
 }
 
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
             || Path::new("/usr/sbin").join(program).is_file()
     })
-}
-
-/// SIGTERM, up to 30 s to exit, then SIGKILL; always reaped.
-pub fn stop_child(child: &mut Child) {
-    if child.try_wait().ok().flatten().is_some() {
-        return;
-    }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let started = Instant::now();
-    while child.try_wait().ok().flatten().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A process's user + system CPU time so far, from `/proc/PID/stat`.
@@ -259,22 +226,4 @@ pub fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .with_context(|| format!("no {key} for pid {pid}"))?;
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
-}
-
-/// Pids of live processes whose working directory is `dir`.
-pub fn processes_in(dir: &Path) -> Vec<u32> {
-    let Ok(dir) = dir.canonicalize() else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            (cwd == dir).then_some(pid)
-        })
-        .collect()
 }

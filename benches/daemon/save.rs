@@ -9,10 +9,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::daemon::Daemon;
+use crate::harness::free_port;
 use crate::support::{Rows, Samples, millis, ms, row, verdict};
 use crate::{
-    all_stopped, between, config, cpu_seconds, first_changed, free_port, pids, ten_running,
-    unchanged,
+    all_stopped, between, config, cpu_seconds, first_changed, pids, ten_running, unchanged,
 };
 
 /// SPEC section 10's targets.

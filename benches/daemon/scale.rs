@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::daemon::{Daemon, converged_at};
+use crate::harness::free_port;
 use crate::support::{Samples, millis, ms, row, verdict};
 use crate::{
-    between, config, cpu_seconds, every_fifth_running, free_port, pids, proc_status_kib, time_at,
-    unchanged,
+    between, config, cpu_seconds, every_fifth_running, pids, proc_status_kib, time_at, unchanged,
 };
 
 /// SPEC section 10's targets.

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use crate::daemon::Daemon;
+use crate::harness::free_port;
 use crate::support::{self, Samples, ms, row, verdict};
-use crate::{
-    config, env_number, free_port, installed, save_file, stop_child, ten_running, unchanged,
-};
+use crate::{config, env_number, harness, installed, ten_running, unchanged};
 
 /// SPEC section 10's targets.
 pub const STATUS_RATIO_TARGET: f64 = 0.80;
@@ -207,7 +206,7 @@ impl Storm {
             let mut tick = tokio::time::interval(STORM_EVERY);
             for text in texts.iter().cycle() {
                 tick.tick().await;
-                if save_file(&path, text).is_ok() {
+                if harness::save_like_an_editor(&path, text).is_ok() {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -440,6 +439,6 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM: the master stops its workers, then exits.
-        stop_child(&mut self.child);
+        harness::stop(&mut self.child);
     }
 }

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+use crate::harness::{self, HUB, free_port};
 use crate::support::{Samples, millis, ms, row};
-use crate::{HUB, client, free_port, proc_status_kib, stop_child};
+use crate::{client, proc_status_kib};
 
 pub async fn builtin_worker(runs: u64) -> anyhow::Result<()> {
     const PART: &str = "5 built-in worker";
@@ -145,12 +146,12 @@ impl Worker {
     }
 
     pub fn stop(&mut self) {
-        stop_child(&mut self.child);
+        harness::stop(&mut self.child);
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        stop_child(&mut self.child);
+        harness::stop(&mut self.child);
     }
 }
