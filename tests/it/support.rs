@@ -200,10 +200,7 @@ impl TempHub {
     pub async fn shutdown(&mut self) {
         let (code, _) = self.post("/hub/shutdown", "").await;
         assert_eq!(code, 202);
-        let mut child = self.daemon.take().unwrap();
-        harness::exited(&mut child, TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("daemon did not exit: {e:#}"));
+        self.exited("").await;
     }
 
     /// Kills the daemon with SIGKILL, leaving its workers running, as a crash would.
@@ -255,20 +252,25 @@ impl TempHub {
 
     /// Waits for the daemon to exit on its own (after `hub shutdown`, say).
     pub async fn wait_exit(&mut self) {
-        let mut child = self.daemon.take().expect("a running daemon");
-        harness::exited(&mut child, TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("daemon did not exit: {e:#}"));
+        self.exited("").await;
     }
 
     /// Stops the daemon with `signal` (SIGTERM, SIGINT: what systemd and Ctrl-C send) and waits
     /// for it to exit.
     pub async fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
-        let mut child = self.daemon.take().expect("a running daemon");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-        harness::exited(&mut child, TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("daemon did not exit on {signal}: {e:#}"));
+        let pid = self.daemon_pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        self.exited(&format!(" on {signal}")).await;
+    }
+
+    /// Waits for the daemon to exit. One that does not stays in `self`, so that the drop stops
+    /// it and whatever it started.
+    async fn exited(&mut self, after: &str) {
+        let child = self.daemon.as_mut().expect("a running daemon");
+        if let Err(e) = harness::exited(child, TIMEOUT).await {
+            panic!("daemon did not exit{after}: {e:#}");
+        }
+        self.daemon = None;
     }
 
     /// Processes whose working directory is this hub's directory: its workers.
