@@ -60,10 +60,13 @@ impl Reconciler {
         if resync {
             self.resync_at = now + self.options.resync_every;
             self.reread.notify_one();
-            self.trigger = Trigger::Resync;
-        } else {
-            self.trigger = Trigger::Timer;
         }
+        // A retry or idle unload that falls due with the resync is what the pass acts on.
+        self.trigger = if resync && !model {
+            Trigger::Resync
+        } else {
+            Trigger::Timer
+        };
         if resync || model {
             self.pass();
         } else {
