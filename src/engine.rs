@@ -72,6 +72,12 @@ pub fn url(vars: &Vars, path: &str) -> String {
     format!("http://{}:{}{}", vars.host, vars.port, render(path, vars))
 }
 
+/// The URL of the worker's health check: the one place it is built, for the start's readiness
+/// probes, the periodic probes and adoption at startup.
+pub fn health_url(name: &str, run: &RunSpec, port: u16, hub: &str) -> String {
+    url(&Vars::of(name, run, port, hub), &run.engine.health.path)
+}
+
 /// What one readiness probe found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Probe {

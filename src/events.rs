@@ -13,6 +13,39 @@ pub use crate::wire::HubEvent;
 /// How many events are kept per model.
 pub const RECENT: usize = 20;
 
+/// What an event is about: its `kind` on the wire, and the SSE event name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A worker's phase changed (starting, ready, stopping, stopped).
+    Phase,
+    /// Its weights' memory state changed.
+    Memory,
+    /// An action failed or was superseded.
+    Action,
+    /// A worker exited unexpectedly.
+    Exit,
+    /// A health probe failed.
+    Health,
+    /// hub.yaml was applied or an edit rejected.
+    Config,
+    /// A reconcile finished (with its report).
+    Reconcile,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Phase => "phase",
+            EventKind::Memory => "memory",
+            EventKind::Action => "action",
+            EventKind::Exit => "exit",
+            EventKind::Health => "health",
+            EventKind::Config => "config",
+            EventKind::Reconcile => "reconcile",
+        }
+    }
+}
+
 /// Counters since the daemon started.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {

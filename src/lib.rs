@@ -5,11 +5,13 @@
 //! loop that owns the observed state, runs the plan through `supervisor` (processes) and `engine`
 //! (HTTP to workers), and publishes `status` snapshots; `watch` feeds it file changes; `api` and
 //! `cli` are the edges, and `wire` is every request and reply they exchange (`planned` words a
-//! plan for them). `worker` is the built-in model server that hub runs as a real process.
+//! plan for them); `daemon::run` puts the loop, the watcher and the API together on a listener
+//! its caller bound. `worker` is the built-in model server that hub runs as a real process.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod observed;

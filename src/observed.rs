@@ -32,8 +32,6 @@ pub struct ModelObserved {
     pub error: Option<ActionError>,
     /// While set and in the future, the model is backing off after a failure.
     pub next_retry_at: Option<Time>,
-    /// Consecutive failures, which set the backoff delay.
-    pub failures: u32,
 }
 
 impl ModelObserved {

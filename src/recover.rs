@@ -12,8 +12,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{DEFAULT_HOST, Desired, DesiredState, ModelName};
-use crate::engine::{self, Vars};
+use crate::config::{Desired, DesiredState, ModelName};
+use crate::engine::{self};
 use crate::observed::{MemoryState, ModelObserved, Observed, Override};
 use crate::statefile::{self, OverrideRecord, Record};
 use crate::supervisor::{self, Found, Supervisor};
@@ -152,14 +152,8 @@ async fn adoptable<'a>(
     if record.spec_hash != spec.run.spec_hash() {
         return Err("its spec differs from hub.yaml".into());
     }
-    let vars = Vars {
-        name: name.as_str(),
-        model_path: &spec.run.model_path,
-        port: record.port,
-        host: DEFAULT_HOST,
-        hub: "",
-    };
-    let probe = engine::probe(client, &engine::url(&vars, &spec.run.engine.health.path)).await;
+    let url = engine::health_url(name.as_str(), &spec.run, record.port, "");
+    let probe = engine::probe(client, &url).await;
     if !probe.healthy {
         return Err(format!("it does not answer health on port {}", record.port));
     }

@@ -1,6 +1,7 @@
 //! `hub serve`: the daemon in the foreground. Loads hub.yaml (refusing to start on a bad one),
-//! binds the API, starts the reconcile loop and the file watcher, and on SIGTERM/SIGINT or
-//! `POST /hub/shutdown` stops every worker before it exits.
+//! takes the log_path's lock, starts logging, binds the API and prints its address, then hands
+//! over to `daemon::run`, which on SIGTERM/SIGINT or `POST /hub/shutdown` stops every worker
+//! before it returns.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +12,7 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::FileArg;
-use crate::reconcile::{self, Event};
-use crate::supervisor::{self, Supervisor};
-use crate::{recover, statefile};
+use crate::{daemon, statefile};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -73,7 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             settings.log_path.display()
         )
     })?;
-    let _lock = statefile::lock(&settings.log_path)?;
+    let lock = statefile::lock(&settings.log_path)?;
     init_tracing(&settings.log_path, settings.log_level.as_str())?;
 
     let host = args.host.unwrap_or(settings.host.clone());
@@ -87,71 +86,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One plain line on stdout, for scripts and tests that asked for port 0.
     println!("hub: listening on http://{address}");
     tracing::info!(config = %path.display(), "hub listening on http://{address}");
-
-    let hub_exe = std::env::current_exe().context("cannot find the hub executable")?;
-    let owner = supervisor::owner_id(&settings.log_path);
-    let (exits_tx, exits_rx) = tokio::sync::mpsc::unbounded_channel();
-    let supervisor = Supervisor::new(exits_tx, &owner);
-    let client = crate::engine::client();
-    let recovered = recover::recover(&desired, &supervisor, &client, &settings.log_path).await;
-    for warning in &recovered.warnings {
-        tracing::warn!("{warning}");
-    }
-    let options = reconcile::Options {
-        config_path: path.clone(),
-        hub_exe,
-        resync_every: args.resync_every,
-        max_concurrent: args.max_concurrent.max(1),
-        state_path: Some(statefile::path(&settings.log_path)),
-        owner,
-        max_backoff: args.max_backoff,
-    };
-    let sha256 = crate::sha256_hex(text.as_bytes());
-    let workers = Arc::new(reconcile::RealWorkers { supervisor, client });
-    let (reconciler, events, handle) = reconcile::start(
-        options,
-        desired,
-        text,
-        workers,
-        exits_rx,
-        recovered.observed,
-        recovered.warnings,
-    );
-    crate::watch::spawn(path.clone(), sha256, &handle)?;
-    let keep_workers = args.keep_workers;
-    let signals = handle.events.clone();
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
-        }
-        let _ = signals.send(Event::Shutdown { keep_workers });
-    });
-
-    let app = crate::api::router(handle, access);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let header_read_timeout = args
-        .header_read_timeout
-        .unwrap_or(crate::api::DEFAULT_HEADER_READ_TIMEOUT);
     let listener = listener
         .into_std()
         .context("cannot hand the listener to the API thread")?;
-    let server = crate::api::serve_on_own_thread(listener, app, header_read_timeout, async move {
-        let _ = done_rx.await;
-    })
-    .context("cannot start the API thread")?;
-    reconciler.run(events).await;
-    let _ = done_tx.send(());
-    // Connections finish the answer they are sending; a stuck one does not hold up the exit.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    tracing::info!("hub stopped");
+
+    let config = daemon::Config {
+        config_path: path,
+        text,
+        desired,
+        lock,
+        hub_exe: std::env::current_exe().context("cannot find the hub executable")?,
+        access,
+        keep_workers: args.keep_workers,
+        resync_every: args.resync_every,
+        max_concurrent: args.max_concurrent,
+        max_backoff: args.max_backoff,
+        header_read_timeout: args
+            .header_read_timeout
+            .unwrap_or(crate::api::DEFAULT_HEADER_READ_TIMEOUT),
+    };
+    daemon::run(listener, config, signalled()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGTERM (as systemd and `hub stop` stop a service) or SIGINT (Ctrl-C).
+/// The handlers are installed when the daemon first polls it, once its loop has started; if
+/// they cannot be, it never completes and the signals keep their default effect.
+async fn signalled() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
 }
 
 /// The config path with its directory made canonical. The file itself is not resolved: it may be

@@ -90,14 +90,6 @@ pub struct Desired {
     pub groups: BTreeMap<String, Group>,
 }
 
-impl Desired {
-    /// The group a model belongs to, if any.
-    pub fn group_of(&self, model: &ModelName) -> Option<&Group> {
-        let spec = self.models.get(model)?;
-        self.groups.get(spec.group.as_deref()?)
-    }
-}
-
 /// Daemon-wide settings. Changing them at runtime affects only what can change without a restart
 /// of the daemon (new workers' ports); the API address and log path are read at start.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The defaults of hub.yaml's top-level settings.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 8000;
+pub const DEFAULT_MODEL_STARTING_PORT: u16 = 47850;
+
 /// A name for models, groups and engines: a lowercase slug that is also safe in a file name.
 pub const SLUG_PATTERN: &str = r"^[a-z0-9][a-z0-9_-]{0,62}$";
 /// A duration such as `500ms`, `90s`, `15m` or `1h`.

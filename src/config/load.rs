@@ -3,12 +3,10 @@
 //! with its JSON path and, where it can be known, the line and column in the file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::desired::{
@@ -16,84 +14,15 @@ use super::desired::{
     parse_duration,
 };
 use super::file::{
-    DURATION_PATTERN, DesiredState, EngineFile, HTTP_PATH_PATTERN, HttpCallFile, HttpMethod,
-    HubFile, LogLevel, SLUG_PATTERN,
+    DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DURATION_PATTERN, DesiredState,
+    EngineFile, HTTP_PATH_PATTERN, HttpCallFile, HttpMethod, HubFile, LogLevel, SLUG_PATTERN,
 };
+use super::problem::{Problem, Rejection, display_path};
 use super::templates::{self, Rendered};
 use super::{locate, nesting, yaml};
 
 /// hub.yaml files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 8000;
-pub const DEFAULT_MODEL_STARTING_PORT: u16 = 47850;
-
-/// One thing wrong with a config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Where in the document, as `models[2].group`; empty for the whole file.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-    /// Locate the key rather than its value (for unknown keys).
-    #[serde(skip)]
-    pub at_key: bool,
-    /// The same place as a JSON pointer (`/models/2/group`), which, unlike `path`, stays
-    /// unambiguous when a key holds `.` or `[`.
-    #[serde(skip)]
-    pub pointer: String,
-}
-
-/// A config file that was refused, with every problem found in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for Rejection {
-    /// One line per problem, as compilers print them: `file:line:column: path: message`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.file)?;
-            if let Some(line) = problem.line {
-                write!(f, ":{line}")?;
-                if let Some(column) = problem.column {
-                    write!(f, ":{column}")?;
-                }
-            }
-            if problem.path.is_empty() {
-                write!(f, ": {}", problem.message)?;
-            } else {
-                write!(f, ": {}: {}", problem.path, problem.message)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Rejection {}
-
-impl Rejection {
-    fn whole_file(file: &str, message: impl Into<String>) -> Rejection {
-        Rejection {
-            file: file.to_string(),
-            problems: vec![Problem {
-                path: String::new(),
-                line: None,
-                column: None,
-                message: message.into(),
-                at_key: false,
-                pointer: String::new(),
-            }],
-        }
-    }
-}
 
 /// Reads a config file as UTF-8 text, refusing what is too large or not text.
 pub fn read(path: &Path) -> Result<String, Rejection> {
@@ -199,7 +128,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Desired, Rejecti
             },
             // The schema is generated from these types, so this is a bug, but report it as a
             // problem rather than panic on operator input.
-            Err(e) => problems.push(pointer_problem("", format!("{e}"))),
+            Err(e) => problems.push(Problem::at("", format!("{e}"))),
         }
     }
     locate::fill_lines(text, &mut problems);
@@ -297,19 +226,19 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
                     let key_pointer = format!("{pointer}/{}", escape_pointer(key));
                     problems.push(Problem {
                         at_key: true,
-                        ..pointer_problem(&key_pointer, message)
+                        ..Problem::at(&key_pointer, message)
                     });
                 }
             }
             Kind::Required { property } => {
                 let key = property.as_str().unwrap_or_default();
-                problems.push(pointer_problem(
+                problems.push(Problem::at(
                     &pointer,
                     format!("missing required key `{key}`"),
                 ));
             }
             Kind::Pattern { pattern } if pattern == SLUG_PATTERN => {
-                problems.push(pointer_problem(
+                problems.push(Problem::at(
                     &pointer,
                     format!(
                         "invalid name {}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
@@ -318,7 +247,7 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
                 ));
             }
             Kind::Pattern { pattern } if pattern == HTTP_PATH_PATTERN => {
-                problems.push(pointer_problem(
+                problems.push(Problem::at(
                     &pointer,
                     format!(
                         "invalid request path {}: start it with `/`, and write no spaces or control characters (percent-encode them)",
@@ -327,7 +256,7 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
                 ));
             }
             Kind::Pattern { pattern } if pattern == DURATION_PATTERN => {
-                problems.push(pointer_problem(
+                problems.push(Problem::at(
                     &pointer,
                     format!(
                         "invalid duration {}: use a whole number and a unit, like 500ms, 90s, 15m or 1h",
@@ -337,13 +266,13 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
             }
             _ => {
                 let found = written.get(pointer.as_str()).copied();
-                problems.push(pointer_problem(&pointer, describe(&error, found)));
+                problems.push(Problem::at(&pointer, describe(&error, found)));
             }
         }
     }
     for (pointer, number) in &notes.numbers {
         if let Some((minimum, maximum)) = ranges.get(pointer.as_str()) {
-            problems.push(pointer_problem(
+            problems.push(Problem::at(
                 pointer,
                 format!("expected an integer from {minimum} to {maximum}, found {number}"),
             ));
@@ -359,7 +288,7 @@ fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem> {
         for pointer in &notes.merge_keys {
             problems.push(Problem {
                 at_key: true,
-                ..pointer_problem(
+                ..Problem::at(
                     pointer,
                     "merge keys (`<<`) are not supported; write the keys out".to_string(),
                 )
@@ -377,7 +306,7 @@ fn nul_problems(value: &Value, pointer: &mut String, problems: &mut Vec<Problem>
     };
     match value {
         Value::String(text) if text.contains('\0') => {
-            problems.push(pointer_problem(pointer, message()));
+            problems.push(Problem::at(pointer, message()));
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -395,7 +324,7 @@ fn nul_problems(value: &Value, pointer: &mut String, problems: &mut Vec<Problem>
                 if key.contains('\0') {
                     problems.push(Problem {
                         at_key: true,
-                        ..pointer_problem(pointer, message())
+                        ..Problem::at(pointer, message())
                     });
                 }
                 nul_problems(item, pointer, problems);
@@ -512,43 +441,6 @@ fn describe(error: &jsonschema::ValidationError<'_>, found: Option<&str>) -> Str
     }
 }
 
-fn pointer_problem(pointer: &str, message: String) -> Problem {
-    Problem {
-        path: display_path(pointer),
-        line: None,
-        column: None,
-        message,
-        at_key: false,
-        pointer: pointer.to_string(),
-    }
-}
-
-/// `/models/2/group` → `models[2].group`; an empty key is `[""]`.
-pub fn display_path(pointer: &str) -> String {
-    let mut out = String::new();
-    for segment in pointer.split('/').skip(1) {
-        let segment = segment.replace("~1", "/").replace("~0", "~");
-        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{segment}]"));
-        } else if segment.is_empty() {
-            out.push_str("[\"\"]");
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            // A key may hold a NUL or a line break; it is printed on one line, readably.
-            for c in segment.chars() {
-                if c.is_control() {
-                    out.extend(c.escape_debug());
-                } else {
-                    out.push(c);
-                }
-            }
-        }
-    }
-    out
-}
-
 fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
@@ -650,7 +542,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut problem = |pointer: String, message: String| {
-        problems.push(pointer_problem(&pointer, message));
+        problems.push(Problem::at(&pointer, message));
     };
 
     // Problems built whole: those that point at a key, and an engine's own.
@@ -667,7 +559,7 @@ fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
         if name == "builtin" {
             built_problems.push(Problem {
                 at_key: true,
-                ..pointer_problem(
+                ..Problem::at(
                     &pointer,
                     "`builtin` is the built-in engine and cannot be redefined; give this one another name"
                         .to_string(),
@@ -826,7 +718,7 @@ fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Problem>> {
             if let Some(message) = env_name_problem(key) {
                 built_problems.push(Problem {
                     at_key: true,
-                    ..pointer_problem(&pointer, message)
+                    ..Problem::at(&pointer, message)
                 });
             }
             if let Some(message) = placeholder_typo(value) {
@@ -980,7 +872,7 @@ fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine, Vec<Proble
     let mut duration = |value: &Option<String>, key: &str, default, minimum| match value {
         None => default,
         Some(text) => duration(text, Some(minimum)).unwrap_or_else(|message| {
-            problems.push(pointer_problem(&format!("{pointer}/{key}"), message));
+            problems.push(Problem::at(&format!("{pointer}/{key}"), message));
             default
         }),
     };
@@ -1027,7 +919,7 @@ fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine, Vec<Proble
     );
     if load.is_some() != unload.is_some() {
         let missing = if load.is_some() { "unload" } else { "load" };
-        problems.push(pointer_problem(
+        problems.push(Problem::at(
             pointer,
             format!("an engine with `load` or `unload` needs both; add `{missing}`"),
         ));
@@ -1058,7 +950,7 @@ fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine, Vec<Proble
             templates::placeholders(template).find(|word| !templates::PLACEHOLDERS.contains(word))
         {
             let nearest = closest(word, templates::PLACEHOLDERS);
-            problems.push(pointer_problem(
+            problems.push(Problem::at(
                 &at,
                 templates::unknown_placeholder(word, nearest),
             ));
@@ -1069,11 +961,11 @@ fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine, Vec<Proble
         if let Some(message) = env_name_problem(key) {
             problems.push(Problem {
                 at_key: true,
-                ..pointer_problem(&at, message)
+                ..Problem::at(&at, message)
             });
         }
         if let Some(message) = placeholder_typo(value) {
-            problems.push(pointer_problem(&at, message));
+            problems.push(Problem::at(&at, message));
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, Span};
 
-use super::load::Problem;
+use super::problem::Problem;
 
 /// Fills in `line` and `column` of every problem whose path can be found in `text`: the position
 /// of the value its pointer names, or of its key when `at_key` (so an unknown key points at

@@ -10,6 +10,7 @@ mod file;
 mod load;
 mod locate;
 mod nesting;
+mod problem;
 pub mod reference;
 mod templates;
 mod yaml;
@@ -20,11 +21,9 @@ pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings,
     parse_duration,
 };
-pub use file::{DesiredState, HttpMethod, HubFile, LogLevel};
-pub use load::{
-    DEFAULT_HOST, DEFAULT_PORT, MAX_FILE_BYTES, Problem, Rejection, default_log_path, display_path,
-    load, parse, read, schema,
-};
+pub use file::{DEFAULT_HOST, DEFAULT_PORT, DesiredState, HttpMethod, HubFile, LogLevel};
+pub use load::{MAX_FILE_BYTES, default_log_path, load, parse, read, schema};
+pub use problem::{Problem, Rejection, display_path};
 
 #[cfg(test)]
 mod tests;
@@ -32,14 +31,7 @@ mod tests;
 /// A rejection for one problem found outside [`parse`], against the running state (a fixed port
 /// that a live worker holds): located at `pointer` (`/models/2/port`) in `text` like every other.
 pub fn rejection_at(text: &str, file: &str, pointer: &str, message: String) -> Rejection {
-    let mut problems = vec![Problem {
-        path: display_path(pointer),
-        line: None,
-        column: None,
-        message,
-        at_key: false,
-        pointer: pointer.to_string(),
-    }];
+    let mut problems = vec![Problem::at(pointer, message)];
     locate::fill_lines(text, &mut problems);
     Rejection {
         file: file.to_string(),

@@ -1,7 +1,7 @@
 //! What a worker is started from, checked before it is: the placeholders `engine::render` fills
 //! in, and the kernel's limits on a new process's arguments and environment.
 
-use super::load::DEFAULT_HOST;
+use super::file::DEFAULT_HOST;
 
 /// The placeholders `engine::render` fills in. It leaves any other `{word}` as written (so JSON
 /// bodies keep their braces), and has no escape for a literal `{name}`.

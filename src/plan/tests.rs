@@ -633,7 +633,7 @@ fn applying_any_plan_converges_to_hub_yaml_and_never_overfills_a_group() {
         // restart to free its group goes in the round after, so allow a few.
         let mut now = NOW;
         let mut plans = Vec::new();
-        for round in 0..4 {
+        for round in 0..5 {
             let next = plan(&desired, &observed, now);
             let waiting = next.models.iter().any(|m| m.waiting.is_some());
             if next.models.iter().all(|m| m.actions.is_empty()) && !waiting {
@@ -644,6 +644,16 @@ fn applying_any_plan_converges_to_hub_yaml_and_never_overfills_a_group() {
             if round == 0 {
                 for obs in observed.models.values_mut() {
                     step::done(obs);
+                    // Workers crash, or hang and are judged dead, through the loop's own
+                    // transitions; their retries fall due within the hour.
+                    if obs.worker.pid.is_some() && rng.chance(10) {
+                        let retry_at = Some(now + Duration::from_secs(5));
+                        if rng.chance(50) {
+                            step::exited(obs, 137, now, retry_at);
+                        } else {
+                            step::unhealthy(obs, 3, retry_at);
+                        }
+                    }
                 }
                 now += Duration::from_secs(3600);
             }

@@ -212,7 +212,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
         log_file: spawned.log_file.clone(),
         run: run.clone(),
     });
-    let url = engine::url(&vars, &run.engine.health.path);
+    let url = engine::health_url(job.name.as_str(), &run, port, &ctx.hub_exe);
     let stop_command = engine::stop_argv(&run, &vars);
     let ready = wait_ready(job, ctx, &run.engine, url).await;
     if let Err(error) = ready {

@@ -105,6 +105,42 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
     }
 }
 
+/// The worker's process exited with `code` (hub saw it exit). Unless a job is at work on the model
+/// (it stopped the worker, or will see the exit and report), the exit was unexpected: the worker
+/// failed and waits for its retry at `retry_at`. Returns whether it was unexpected.
+pub fn exited(obs: &mut ModelObserved, code: i32, now: Time, retry_at: Option<Time>) -> bool {
+    obs.worker.exit_code = Some(code);
+    obs.worker.exited_at = Some(now);
+    if obs.busy {
+        return false;
+    }
+    obs.worker.phase = Phase::Failed;
+    obs.worker.pid = None;
+    obs.worker.start_time = None;
+    obs.worker.crashed = true;
+    obs.memory = Default::default();
+    obs.error = Some(ActionError {
+        action: "run",
+        message: format!("worker exited unexpectedly with code {code}"),
+    });
+    obs.next_retry_at = retry_at;
+    true
+}
+
+/// A ready worker failed `failures` health probes in a row and is judged dead while its process
+/// lives: it failed, and is restarted (the restart stops the process first) at `retry_at`.
+pub fn unhealthy(obs: &mut ModelObserved, failures: u32, retry_at: Option<Time>) {
+    obs.worker.phase = Phase::Failed;
+    obs.worker.crashed = true;
+    obs.worker.exit_code = None;
+    obs.memory = Default::default();
+    obs.error = Some(ActionError {
+        action: "health",
+        message: format!("failed {failures} health probes in a row"),
+    });
+    obs.next_retry_at = retry_at;
+}
+
 /// A job has ended: its model may be planned again.
 pub fn done(obs: &mut ModelObserved) {
     obs.busy = false;

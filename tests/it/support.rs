@@ -1,16 +1,22 @@
 //! Test support: [`TempHub`] runs a real daemon in a temp dir; [`wait_until`] is the one way
 //! tests wait for a condition. Every process a test starts is gone when its `TempHub` drops.
+//! Starting the daemon, saves and the `/proc` reader are the harness the daemon benchmark shares
+//! (`tests/support/harness.rs`).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../support/harness.rs"]
+mod harness;
+
+pub use harness::{is_alive, processes_in};
+
 /// The `hub` binary under test.
 pub fn hub_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hub")
+    harness::HUB
 }
 
 /// A daemon running `hub serve` on `127.0.0.1:0` over a hub.yaml in a fresh temp directory.
@@ -70,40 +76,16 @@ impl TempHub {
     }
 
     async fn spawn_daemon(mut self) -> TempHub {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("daemon.stderr"))
-            .unwrap();
-        let mut child = Command::new(hub_bin())
-            .args(["serve", "-f"])
-            .arg(self.config())
-            .args(["--port", "0", "--resync-every", "2s"])
-            .args(&self.serve_args)
-            .env("RUST_LOG", "hub=debug,hub::watch=trace")
-            .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn hub serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
+        let (child, url) = harness::serve(self.dir.path(), |command| {
+            command
+                .args(["--resync-every", "2s"])
+                .args(&self.serve_args)
+                .env("RUST_LOG", "hub=debug,hub::watch=trace")
+                .envs(self.serve_env.iter().map(|(k, v)| (k, v)));
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
         self.daemon = Some(child);
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("hub serve printed no address; stderr:\n{}", self.stderr()));
-        self.url = line
-            .strip_prefix("hub: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        self.url = url;
         self
     }
 
@@ -124,13 +106,11 @@ impl TempHub {
 
     /// Saves hub.yaml as editors do: write a temp file beside it, then rename it over the file.
     pub fn save_config(&self, yaml: &str) {
-        let temp = self.dir.path().join(".hub.yaml.swp");
-        std::fs::write(&temp, self.render(yaml)).unwrap();
-        std::fs::rename(&temp, self.config()).unwrap();
+        harness::save_like_an_editor(&self.config(), &self.render(yaml)).unwrap();
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default()
+        harness::daemon_stderr(self.dir.path())
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -220,15 +200,7 @@ impl TempHub {
     pub async fn shutdown(&mut self) {
         let (code, _) = self.post("/hub/shutdown", "").await;
         assert_eq!(code, 202);
-        let mut child = self.daemon.take().unwrap();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "daemon did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.exited("").await;
     }
 
     /// Kills the daemon with SIGKILL, leaving its workers running, as a crash would.
@@ -280,27 +252,25 @@ impl TempHub {
 
     /// Waits for the daemon to exit on its own (after `hub shutdown`, say).
     pub async fn wait_exit(&mut self) {
-        let mut child = self.daemon.take().expect("a running daemon");
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < TIMEOUT, "daemon did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.exited("").await;
     }
 
     /// Stops the daemon with `signal` (SIGTERM, SIGINT: what systemd and Ctrl-C send) and waits
     /// for it to exit.
     pub async fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
-        let mut child = self.daemon.take().expect("a running daemon");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < TIMEOUT,
-                "daemon did not exit on {signal}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let pid = self.daemon_pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        self.exited(&format!(" on {signal}")).await;
+    }
+
+    /// Waits for the daemon to exit. One that does not stays in `self`, so that the drop stops
+    /// it and whatever it started.
+    async fn exited(&mut self, after: &str) {
+        let child = self.daemon.as_mut().expect("a running daemon");
+        if let Err(e) = harness::exited(child, TIMEOUT).await {
+            panic!("daemon did not exit{after}: {e:#}");
         }
+        self.daemon = None;
     }
 
     /// Processes whose working directory is this hub's directory: its workers.
@@ -313,11 +283,7 @@ impl TempHub {
     /// Everything this hub started that still lives: processes carrying its owner mark (found by
     /// the tests' own `/proc` reader, not the daemon's) or working in its directory.
     pub fn leftovers(&self) -> Vec<u32> {
-        let mut left = marked_by(&self.dir.path().join("logs"));
-        left.extend(processes_in(self.dir.path()));
-        left.sort_unstable();
-        left.dedup();
-        left
+        harness::leftovers(self.dir.path(), &self.dir.path().join("logs"))
     }
 }
 
@@ -326,33 +292,19 @@ impl Drop for TempHub {
     /// if anything it started is left or the state file still names a process. Whatever is left
     /// is killed, never leaked, whether the test passed or not.
     fn drop(&mut self) {
-        let mut stuck = false;
-        if let Some(mut child) = self.daemon.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let started = Instant::now();
-            while child.try_wait().ok().flatten().is_none() && started.elapsed() < TIMEOUT {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stuck = child.try_wait().ok().flatten().is_none();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let stuck = self
+            .daemon
+            .take()
+            .is_some_and(|mut child| !harness::stop(&mut child));
         let left = self.leftovers();
-        for pid in &left {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        harness::kill_all(&left);
         if std::thread::panicking() {
             return;
         }
         assert!(
             !stuck,
-            "the daemon did not exit within {TIMEOUT:?} of SIGTERM"
+            "the daemon did not exit within {:?} of SIGTERM",
+            harness::PATIENCE
         );
         assert!(left.is_empty(), "processes left behind: {left:?}");
         let state = self.dir.path().join("logs/state.json");
@@ -367,69 +319,12 @@ impl Drop for TempHub {
     }
 }
 
-/// Live processes marked as workers of the hub whose `log_path` is `log_path`: `HUB_OWNER` in
-/// their environment holds the first 16 hex digits of the SHA-256 of the canonical path.
-pub fn marked_by(log_path: &Path) -> Vec<u32> {
-    let Ok(canonical) = log_path.canonicalize() else {
-        return Vec::new();
-    };
-    let owner = sha256(&canonical.display().to_string())[..16].to_string();
-    let mark = format!("HUB_OWNER={owner}");
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
-                && is_alive(*pid)
-        })
-        .collect()
-}
-
-/// Pids of live processes whose current directory is `dir`.
-pub fn processes_in(dir: &Path) -> Vec<u32> {
-    let Ok(dir) = dir.canonicalize() else {
-        return Vec::new();
-    };
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
-                && is_alive(*pid)
-        })
-        .collect()
-}
-
-/// Whether `pid` is a live process (not a zombie): the tests' own `/proc` reader, so a bug in
-/// the daemon's cannot hide a leak.
-pub fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-/// Every pid in `/proc`.
-fn all_pids() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// A port that was free a moment ago, used as `model_starting_port` so concurrent tests'
 /// workers start in different places.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    harness::free_port().expect("a loopback port to bind")
 }
 
-/// How long [`wait_until`] waits: generous, because CI machines are shared and slow.
 /// The built-in worker as a named engine with short probes and timeouts, so tests of failures
 /// are quick: prefix a test's `models:` with it.
 pub const QUICK_ENGINE: &str = r#"
@@ -444,6 +339,7 @@ engines:
     unload: {path: /unload}
 "#;
 
+/// How long [`wait_until`] waits: generous, because CI machines are shared and slow.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, or panics after [`TIMEOUT`] naming what it waited for.

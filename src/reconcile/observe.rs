@@ -1,0 +1,150 @@
+//! What workers report: a job's steps (applied through [`super::step`]) and unexpected exits,
+//! with what is not state (journal notes, counters, the report, the backoff's delay).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Reconciler, Trigger, Update, note, step};
+use crate::config::ModelName;
+use crate::events::EventKind;
+use crate::observed::Time;
+use crate::retry::Backoff;
+use crate::supervisor::Exit;
+
+/// A worker that crashes after running at least this long starts its backoff afresh.
+pub(super) const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A model's retry delays.
+pub(super) fn backoff(
+    backoffs: &mut HashMap<ModelName, Backoff>,
+    name: ModelName,
+    max: Duration,
+) -> &mut Backoff {
+    backoffs
+        .entry(name)
+        .or_insert_with(|| Backoff::new(crate::retry::MIN_DELAY, max))
+}
+
+impl Reconciler {
+    pub(super) fn on_progress(&mut self, name: ModelName, update: Update, now: Time) {
+        // What is not state: the journal, counters, the report, the backoff's delay.
+        let mut retry_at = None;
+        match &update {
+            Update::Spawned { pid, port, .. } => {
+                let message = format!("starting: pid {pid}, port {port}");
+                note(&self.journal, now, Some(&name), EventKind::Phase, message);
+            }
+            Update::Ready => note(
+                &self.journal,
+                now,
+                Some(&name),
+                EventKind::Phase,
+                "ready".into(),
+            ),
+            Update::Stopping => note(
+                &self.journal,
+                now,
+                Some(&name),
+                EventKind::Phase,
+                "stopping".into(),
+            ),
+            Update::Stopped { exit, .. } => {
+                let message = match exit {
+                    Some(exit) => format!("stopped: exit code {}", exit.code_or_signal()),
+                    None => "stopped".to_string(),
+                };
+                note(&self.journal, now, Some(&name), EventKind::Phase, message);
+            }
+            Update::Memory(state) => {
+                note(
+                    &self.journal,
+                    now,
+                    Some(&name),
+                    EventKind::Memory,
+                    state.as_str().into(),
+                );
+            }
+            Update::Loaded { on_demand } => {
+                let message = if *on_demand {
+                    "loaded on demand"
+                } else {
+                    "loaded"
+                };
+                note(
+                    &self.journal,
+                    now,
+                    Some(&name),
+                    EventKind::Memory,
+                    message.into(),
+                );
+            }
+            Update::Succeeded(action) => {
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "ok")).or_default() += 1);
+                if let Some(report) = &mut self.report {
+                    report.add_success(name.as_str(), action);
+                }
+            }
+            Update::Superseded(action) => {
+                tracing::info!(model = %name, action = action.verb(), "superseded by a newer desired state");
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "superseded")).or_default() += 1);
+                let message = format!("{} superseded by a newer desired state", action.verb());
+                note(&self.journal, now, Some(&name), EventKind::Action, message);
+            }
+            Update::Failed { action, error } => {
+                tracing::warn!(model = %name, action = action.verb(), "{error}");
+                self.journal
+                    .count(|m| *m.actions.entry((action.verb(), "failed")).or_default() += 1);
+                let message = format!("{} failed: {error}", action.verb());
+                note(&self.journal, now, Some(&name), EventKind::Action, message);
+                let delay =
+                    backoff(&mut self.backoffs, name.clone(), self.options.max_backoff).next();
+                retry_at = delay.map(|d| now + d);
+                if let Some(report) = &mut self.report {
+                    report.add_failure(name.as_str(), action.verb(), error.clone());
+                }
+            }
+        }
+        let obs = self.observed.models.entry(name).or_default();
+        step::apply(obs, &update, now, retry_at);
+    }
+
+    pub(super) fn on_exit(&mut self, exit: Exit, now: Time) {
+        let Some(obs) = self.observed.models.get_mut(&exit.name) else {
+            return;
+        };
+        if obs.worker.pid != Some(exit.pid) {
+            return;
+        }
+        let code = exit.info.code_or_signal();
+        if obs.busy {
+            // The action in flight stopped it, or will see the exit and report.
+            step::exited(obs, code, now, None);
+            return;
+        }
+        tracing::warn!(model = %exit.name, pid = exit.pid, code = ?exit.info.code, signal = ?exit.info.signal, "worker exited unexpectedly");
+        self.journal.count(|m| m.crashes += 1);
+        let message = format!("exited unexpectedly with code {code}");
+        note(
+            &self.journal,
+            now,
+            Some(&exit.name),
+            EventKind::Exit,
+            message,
+        );
+        let backoff = backoff(
+            &mut self.backoffs,
+            exit.name.clone(),
+            self.options.max_backoff,
+        );
+        // A worker that ran a while before it crashed starts its backoff afresh.
+        let uptime = obs.worker.started_at.map(|t| now - t);
+        if uptime.is_some_and(|u| u >= STABLE_AFTER) {
+            backoff.reset();
+        }
+        let retry_at = backoff.next().map(|d| now + d);
+        step::exited(obs, code, now, retry_at);
+        self.trigger = Trigger::WorkerExit;
+    }
+}

@@ -1,0 +1,115 @@
+//! Health probes of ready workers: when each is due, and what a failed or active answer changes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Event, Reconciler, Trigger, backoff, note, step};
+use crate::config::ModelName;
+use crate::engine::Probe;
+use crate::events::EventKind;
+use crate::observed::{MemoryState, Phase, Time};
+
+/// A ready worker that fails this many health probes in a row is restarted.
+pub(super) const HEALTH_FAILURES: u32 = 3;
+
+/// When a ready worker is next probed, and how its probes went.
+#[derive(Default)]
+pub(super) struct Probing {
+    pub(super) next_at: Option<Instant>,
+    pub(super) in_progress: bool,
+    pub(super) failures: u32,
+}
+
+impl Reconciler {
+    /// A health probe's answer. Only a change (activity, or a worker judged unhealthy) needs a
+    /// pass; a quiet healthy answer costs nothing more.
+    pub(super) fn on_health(&mut self, name: ModelName, pid: u32, probe: Probe, now: Time) -> bool {
+        let interval = self
+            .observed
+            .models
+            .get(&name)
+            .and_then(|o| o.worker.run.as_ref())
+            .map_or(Duration::from_secs(5), |r| r.engine.health.interval);
+        let probing = self.probing.entry(name.clone()).or_default();
+        probing.in_progress = false;
+        probing.next_at = Some(Instant::now() + interval);
+        let Some(obs) = self.observed.models.get_mut(&name) else {
+            return false;
+        };
+        if obs.worker.pid != Some(pid) || obs.busy || obs.worker.phase != Phase::Ready {
+            return false;
+        }
+        if probe.healthy {
+            probing.failures = 0;
+            let Some(activity) = probe.activity else {
+                return false;
+            };
+            let mut memory = obs.memory.clone();
+            memory.in_flight = activity.in_flight;
+            if let Some(idle) = activity.idle_ms {
+                let last = now - Duration::from_millis(idle);
+                // Millisecond rounding of the worker's clock must not look like new activity.
+                let moved = memory
+                    .last_activity
+                    .is_none_or(|t| (last - t).whole_milliseconds().abs() > 50);
+                if moved && memory.state == MemoryState::Loaded {
+                    memory.last_activity = Some(last);
+                }
+            }
+            let changed = memory != obs.memory;
+            obs.memory = memory;
+            return changed;
+        }
+        probing.failures += 1;
+        tracing::warn!(model = %name, pid, failures = probing.failures, "health probe failed");
+        self.journal.count(|m| m.health_failures += 1);
+        let message = format!("health probe failed ({} in a row)", probing.failures);
+        note(&self.journal, now, Some(&name), EventKind::Health, message);
+        if probing.failures < HEALTH_FAILURES {
+            return false;
+        }
+        probing.failures = 0;
+        let backoff = backoff(&mut self.backoffs, name, self.options.max_backoff);
+        let retry_at = backoff.next().map(|d| now + d);
+        step::unhealthy(obs, HEALTH_FAILURES, retry_at);
+        self.trigger = Trigger::Health;
+        true
+    }
+
+    /// Probes every ready worker whose probe is due.
+    pub(super) fn launch_probes(&mut self) {
+        let now = Instant::now();
+        for (name, obs) in &self.observed.models {
+            let (Some(pid), Some(port), Some(run)) =
+                (obs.worker.pid, obs.worker.port, obs.worker.run.as_ref())
+            else {
+                continue;
+            };
+            let probing = self.probing.entry(name.clone()).or_default();
+            if obs.busy || obs.worker.phase != Phase::Ready {
+                // Not probed while an action runs on it: its next probe is scheduled afresh
+                // once it is ready and idle, so no past probe time keeps the loop awake.
+                if !probing.in_progress {
+                    probing.next_at = None;
+                }
+                continue;
+            }
+            let due = *probing
+                .next_at
+                .get_or_insert(now + run.engine.health.interval);
+            if probing.in_progress || due > now {
+                continue;
+            }
+            probing.in_progress = true;
+            let url = crate::engine::health_url(name.as_str(), run, port, &self.executor.hub_exe);
+            let probe = self.executor.workers.probe(url);
+            let events = self.executor.events.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let probe = probe.await;
+                let _ = events.send(Event::Health { name, pid, probe });
+            });
+        }
+    }
+}
