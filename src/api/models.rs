@@ -87,8 +87,6 @@ pub(super) async fn model_command(
         ))
     })?;
     let (reply, answer) = oneshot::channel();
-    // The loop takes the name as text for now; it looks it up in the desired state.
-    let name = name.to_string();
     send(&state, Event::Model { name, verb, reply })?;
     let reply = answer.await.map_err(|_| ApiError::shutting_down())??;
     Ok((StatusCode::ACCEPTED, Json(reply)))

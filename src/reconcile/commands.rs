@@ -10,13 +10,14 @@ use crate::wire::Verb;
 impl Reconciler {
     pub(super) fn on_model_command(
         &mut self,
-        name: &str,
+        name: &ModelName,
         verb: Verb,
         now: Time,
     ) -> Result<ModelReply, CommandError> {
-        let spec = ModelName::new(name)
-            .ok()
-            .and_then(|n| self.desired.models.get(&n))
+        let spec = self
+            .desired
+            .models
+            .get(name)
             .cloned()
             .ok_or_else(|| CommandError::UnknownModel(name.to_string()))?;
         let name = spec.name.clone();

@@ -66,7 +66,7 @@ pub enum Event {
     },
     /// `POST /hub/models/{name}/{verb}`.
     Model {
-        name: String,
+        name: ModelName,
         verb: Verb,
         reply: oneshot::Sender<Result<ModelReply, CommandError>>,
     },

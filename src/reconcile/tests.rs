@@ -505,7 +505,7 @@ async fn on_demand_weights_are_unloaded_after_the_idle_time_counted_from_last_us
     handle
         .events
         .send(Event::Model {
-            name: "alpha".into(),
+            name: ModelName::new("alpha").unwrap(),
             verb: Verb::Load,
             reply,
         })
@@ -650,7 +650,7 @@ async fn command(handle: &Handle, name: &str, verb: Verb) {
     handle
         .events
         .send(Event::Model {
-            name: name.into(),
+            name: ModelName::new(name).unwrap(),
             verb,
             reply,
         })
