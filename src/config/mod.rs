@@ -5,6 +5,7 @@
 //! `locate` finds line and column for a problem's path; `nesting` bounds how deep the YAML nests
 //! before it is parsed.
 
+mod convert;
 mod desired;
 mod file;
 mod load;
@@ -13,17 +14,20 @@ mod nesting;
 mod problem;
 pub mod reference;
 mod templates;
+mod validate;
 mod yaml;
 
 // `is_slug` stays inside: outside `config` a model name is checked only by parsing it into a
 // `ModelName`, once, where it comes in.
+pub use convert::default_log_path;
 pub use desired::{
     Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings,
     parse_duration,
 };
 pub use file::{DEFAULT_HOST, DEFAULT_PORT, DesiredState, HttpMethod, HubFile, LogLevel};
-pub use load::{MAX_FILE_BYTES, default_log_path, load, parse, read, schema};
+pub use load::{MAX_FILE_BYTES, load, parse, read};
 pub use problem::{Problem, Rejection, display_path};
+pub use validate::schema;
 
 #[cfg(test)]
 mod tests;
