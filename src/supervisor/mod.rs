@@ -4,9 +4,16 @@
 //! it only ever signals processes it started: every worker carries this hub's owner mark in its
 //! environment, and a process is signalled only while its start time still matches.
 
-use std::collections::{HashMap, HashSet};
+mod discover;
+mod ports;
+mod procfs;
+
+pub use discover::{Found, discover, owner_id, stop_found};
+pub use ports::{pick_port, port_is_free};
+pub use procfs::{all_pids, is_alive, process_group, process_start_time};
+
+use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -309,115 +316,6 @@ impl Supervisor {
     }
 }
 
-/// A process that carries this hub's owner mark: a worker an earlier daemon started, or a child
-/// such a worker forked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub pid: u32,
-    pub pgid: u32,
-    pub start_time: u64,
-    pub model: String,
-}
-
-/// Every live process marked with `owner`, found through `/proc`.
-pub fn discover(owner: &str) -> Vec<Found> {
-    let mark = format!("{OWNER_VAR}={owner}");
-    let model_prefix = format!("{MODEL_VAR}=");
-    let mut found = Vec::new();
-    for pid in all_pids() {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        if !vars.contains(&mark.as_bytes()) {
-            continue;
-        }
-        let model = vars
-            .iter()
-            .find_map(|v| v.strip_prefix(model_prefix.as_bytes()))
-            .map(|m| String::from_utf8_lossy(m).into_owned())
-            .unwrap_or_default();
-        let (Some(start_time), Some(pgid)) = (process_start_time(pid), process_group(pid)) else {
-            continue;
-        };
-        if !is_alive(pid) {
-            continue;
-        }
-        found.push(Found {
-            pid,
-            pgid,
-            start_time,
-            model,
-        });
-    }
-    found.sort_by_key(|f| f.pid);
-    found
-}
-
-/// Stops a marked process group that no daemon watches: the engine's `stop_command` if its
-/// record named one, SIGTERM, then SIGKILL after `timeout`. Signals go only while the leader is
-/// still the process that was found, or, once it is gone, to what is left of its group (which
-/// only marked processes can be in).
-pub async fn stop_found(found: &Found, timeout: Duration, stop_command: Option<Vec<String>>) {
-    let alive = || process_start_time(found.pid) == Some(found.start_time) && is_alive(found.pid);
-    if let Some(argv) = stop_command
-        && alive()
-    {
-        run_stop_command(&argv, timeout).await;
-    }
-    if alive() {
-        signal_group(found.pgid, Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while alive() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    signal_group(found.pgid, Signal::SIGKILL);
-}
-
-/// The owner id of the hub whose log directory is `log_path`: workers started by hubs with
-/// different log directories never mistake each other for their own.
-pub fn owner_id(log_path: &Path) -> String {
-    let path = std::fs::canonicalize(log_path).unwrap_or_else(|_| log_path.to_path_buf());
-    crate::sha256_hex(path.as_os_str().as_encoded_bytes())[..16].to_string()
-}
-
-/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
-fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; everything after its ')' splits cleanly.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace()
-        .nth(n.checked_sub(3)?)
-        .map(String::from)
-}
-
-/// When the process started, in clock ticks after boot; `None` if there is no such process.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    stat_field(pid, 22)?.parse().ok()
-}
-
-/// The process's group id.
-pub fn process_group(pid: u32) -> Option<u32> {
-    stat_field(pid, 5)?.parse().ok()
-}
-
-/// Whether `pid` is a live process: it exists and is not a zombie.
-pub fn is_alive(pid: u32) -> bool {
-    stat_field(pid, 3).is_some_and(|state| state != "Z")
-}
-
-/// Every process's pid, from `/proc`.
-pub fn all_pids() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 mod pidfd {
     //! Waiting for a process that is not our child, through a pidfd (Linux 5.3+): it becomes
     //! readable when the process exits.
@@ -487,22 +385,4 @@ fn rotate_if_large(log_file: &Path) {
         rotated.push(".1");
         let _ = std::fs::rename(log_file, rotated);
     }
-}
-
-/// Picks a worker port: `preferred` if it is free, else the first free port from `start` that is
-/// not in `taken` and can be bound on loopback right now.
-pub fn pick_port(preferred: Option<u16>, start: u16, taken: &HashSet<u16>) -> Option<u16> {
-    if let Some(port) = preferred
-        && !taken.contains(&port)
-        && port_is_free(port)
-    {
-        return Some(port);
-    }
-    (start..=u16::MAX).find(|p| !taken.contains(p) && port_is_free(*p))
-}
-
-/// Whether a TCP port can be bound on 127.0.0.1 now. Another process may take it before the
-/// worker binds; the worker then fails to start and the retry picks another.
-pub fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
