@@ -27,15 +27,15 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
     if wanted.is_empty() {
         return;
     }
-    let mut found = |pointer: &str, span: Span, key: bool| {
+    let mut found = |pointer: &str, (line, column): (usize, usize), key: bool| {
         if let Some(indices) = wanted.get(pointer) {
             for &i in indices {
                 let problem = &mut problems[i];
                 // A key is wanted by `at_key` problems only; a value by the others, and by
                 // `at_key` problems whose pointer names no key (a sequence item, the root).
                 if problem.line.is_none() && (problem.at_key == key || !key) {
-                    problem.line = Some(span.start.line());
-                    problem.column = Some(span.start.col() + 1);
+                    problem.line = Some(line);
+                    problem.column = Some(column);
                 }
             }
         }
@@ -54,10 +54,12 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
     }
     let mut path = String::new();
     let mut stack: Vec<(Frame, usize)> = Vec::new();
+    let mut marks = Marks::new(text);
     for event in Parser::new_from_str(text) {
         let Ok((event, span)) = event else {
             return;
         };
+        let start = marks.start(&event, span);
         let starts_node = matches!(
             event,
             Event::Scalar(..)
@@ -90,7 +92,7 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
                         };
                         if let Some(key) = &key {
                             let key_pointer = format!("{path}/{key}");
-                            found(&key_pointer, span, true);
+                            found(&key_pointer, start, true);
                         }
                         *value_of = Some(key);
                         addressable = false;
@@ -103,7 +105,7 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
                 },
             }
             if addressable {
-                found(&path, span, false);
+                found(&path, start, false);
             }
         }
         match event {
@@ -145,6 +147,7 @@ pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
             mapping.at_key = !mapping.at_key;
         }
     }
+    let mut marks = Marks::new(text);
     for event in Parser::new_from_str(text) {
         let (event, span) = event.ok()?;
         match event {
@@ -157,12 +160,12 @@ pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
                 stack.pop();
                 node_done(&mut stack);
             }
-            Event::Scalar(value, ..) => {
+            Event::Scalar(value, style, anchor, tag) => {
                 if let Some(Some(mapping)) = stack.last_mut()
                     && mapping.at_key
                 {
                     if value == key && mapping.keys.contains(&value) {
-                        return Some((span.start.line(), span.start.col() + 1));
+                        return Some(marks.start(&Event::Scalar(value, style, anchor, tag), span));
                     }
                     mapping.keys.push(value);
                 }
@@ -173,4 +176,97 @@ pub fn second_key(text: &str, key: &str) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// Where nodes start, as hub reports them: 1-based line and column (in characters) of a node's
+/// content.
+///
+/// saphyr-parser 0.3 (as libyaml) starts a node's span at its properties, the `&anchor`
+/// and `!tag` before it; hub has always pointed at the content after them (`model_type: &a
+/// whisper` at `whisper`), so for a node with properties the text is read on from the span's
+/// start, past them. Nodes without properties, nearly all, cost nothing more.
+struct Marks<'a> {
+    text: &'a str,
+    /// The byte offset where each line starts, built when a node with properties first needs it.
+    lines: Vec<usize>,
+}
+
+impl<'a> Marks<'a> {
+    fn new(text: &'a str) -> Self {
+        Marks {
+            text,
+            lines: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, event: &Event, span: Span) -> (usize, usize) {
+        let properties = match event {
+            Event::Scalar(_, _, anchor, tag)
+            | Event::SequenceStart(anchor, tag)
+            | Event::MappingStart(anchor, tag) => *anchor != 0 || tag.is_some(),
+            _ => false,
+        };
+        if properties {
+            self.past_properties(span.start.line(), span.start.col())
+        } else {
+            (span.start.line(), span.start.col() + 1)
+        }
+    }
+
+    /// From a 1-based line and 0-based column, past every `&anchor` and `!tag` and the blanks,
+    /// comments and line breaks after them; lines end as saphyr ends them (`\n`, `\r\n`, `\r`).
+    fn past_properties(&mut self, mut line: usize, mut column: usize) -> (usize, usize) {
+        if self.lines.is_empty() {
+            self.lines.push(0);
+            let bytes = self.text.as_bytes();
+            for (i, &b) in bytes.iter().enumerate() {
+                if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+                    self.lines.push(i + 1);
+                }
+            }
+        }
+        let Some(&line_start) = self.lines.get(line - 1) else {
+            return (line, column + 1);
+        };
+        let mut chars = self.text[line_start..].chars().skip(column).peekable();
+        let flow = |c: char| matches!(c, ',' | '[' | ']' | '{' | '}');
+        let blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+        while let Some(&c) = chars.peek()
+            && (c == '&' || c == '!')
+        {
+            chars.next();
+            column += 1;
+            if c == '!' && chars.peek() == Some(&'<') {
+                // A verbatim tag, `!<tag:yaml.org,2002:str>`, may hold flow indicators.
+                for c in chars.by_ref() {
+                    column += 1;
+                    if c == '>' {
+                        break;
+                    }
+                }
+            }
+            while chars.next_if(|&c| !blank(c) && !flow(c)).is_some() {
+                column += 1;
+            }
+            // Blanks, comments and line breaks up to the next property or the content.
+            loop {
+                match chars.peek() {
+                    Some(' ' | '\t') => {
+                        chars.next();
+                        column += 1;
+                    }
+                    Some('#') => while chars.next_if(|&c| c != '\r' && c != '\n').is_some() {},
+                    Some('\r' | '\n') => {
+                        if chars.next() == Some('\r') {
+                            chars.next_if_eq(&'\n');
+                        }
+                        line += 1;
+                        column = 0;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        (line, column + 1)
+    }
 }
