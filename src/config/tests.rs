@@ -212,9 +212,17 @@ fn fuzz_iterations(default: u64) -> u64 {
 
 /// Every `.yaml` file under `manifests/`, valid and invalid.
 fn manifest_seeds() -> Vec<Vec<u8>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate_dir.join("manifests");
     let mut seeds = Vec::new();
-    for dir in [root.clone(), root.join("engines"), root.join("invalid")] {
+    // The fuzz target's seeds too: nesting at the limit, aliases, anchors and tags.
+    let fuzz_seeds = crate_dir.join("fuzz/seeds");
+    for dir in [
+        root.clone(),
+        root.join("engines"),
+        root.join("invalid"),
+        fuzz_seeds,
+    ] {
         let mut paths: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
