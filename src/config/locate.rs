@@ -56,6 +56,8 @@ pub fn fill_lines(text: &str, problems: &mut [Problem]) {
     let mut stack: Vec<(Frame, usize)> = Vec::new();
     let mut marks = Marks::new(text);
     for event in Parser::new_from_str(text) {
+        // Stop at the first error: the parser yields it again forever after (past 255 flow
+        // levels, for one).
         let Ok((event, span)) = event else {
             return;
         };
