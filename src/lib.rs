@@ -62,4 +62,19 @@ mod tests {
         let back = time::OffsetDateTime::parse(&super::rfc3339(at), &Rfc3339).unwrap();
         assert_eq!(back, datetime!(2026-11-23 09:00:00.123_456 UTC));
     }
+
+    /// `config.sha256`, and the spec hashes the state file keeps (a new daemon adopts a worker
+    /// only if its hash still matches), must not change with the hashing crate: FIPS 180-2's
+    /// test vectors.
+    #[test]
+    fn sha256_is_lowercase_hex_of_the_standard_digest() {
+        assert_eq!(
+            super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            super::sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }

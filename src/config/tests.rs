@@ -172,6 +172,23 @@ fn keys_with_brackets_and_dots_are_located_exactly() {
     );
 }
 
+/// A node's anchor and tag are not its value: a problem points at what follows them, on the
+/// next line too, as it did with saphyr-parser 0.0.6 (0.3 starts a node's marks at its properties).
+#[test]
+fn anchored_and_tagged_values_are_located_at_their_content() {
+    check(
+        "models:\n  - name: a\n    model_path: a\n    port: &p !!str \"8000\"\n    env: &e # comment\n      A: 1\n  - &m\n    name: b\n",
+        expect![[r#"
+            hub.yaml:4:20: models[0].port: expected integer, found "8000"
+            hub.yaml:6:10: models[0].env.A: expected string, found 1
+            hub.yaml:8:5: models[1]: missing required key `model_path`"#]],
+    );
+    check(
+        "models:\n  - name: a\n    model_path: a\n    &k name: b\n",
+        expect![[r#"hub.yaml:4:8: invalid YAML: models[0]: duplicate entry with key "name""#]],
+    );
+}
+
 /// A stable-toolchain cousin of the fuzz target in `fuzz/`: mutate every manifest in the repo
 /// (byte flips, YAML punctuation, cut, duplicated and dropped lines) and parse each mutant. Any
 /// panic fails the test. `HUB_FUZZ_ITERATIONS` runs more.
@@ -195,9 +212,17 @@ fn fuzz_iterations(default: u64) -> u64 {
 
 /// Every `.yaml` file under `manifests/`, valid and invalid.
 fn manifest_seeds() -> Vec<Vec<u8>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate_dir.join("manifests");
     let mut seeds = Vec::new();
-    for dir in [root.clone(), root.join("engines"), root.join("invalid")] {
+    // The fuzz target's seeds too: nesting at the limit, aliases, anchors and tags.
+    let fuzz_seeds = crate_dir.join("fuzz/seeds");
+    for dir in [
+        root.clone(),
+        root.join("engines"),
+        root.join("invalid"),
+        fuzz_seeds,
+    ] {
         let mut paths: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
