@@ -138,8 +138,8 @@ pub async fn save_to_converged(runs: u64) -> anyhow::Result<()> {
     };
     split_row(
         &format!(
-            "detect (file event, {} ms debounce)",
-            hub::watch::DEBOUNCE.as_millis()
+            "detect (file event, then {} ms quiet after a complete save)",
+            hub::watch::COMPLETE_QUIET.as_millis()
         ),
         &detect,
     );

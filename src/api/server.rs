@@ -34,8 +34,9 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// state file) cannot delay a read, which is served from the last published snapshot. One thread
 /// is what nginx runs per core; every answer here is either a snapshot's bytes or a message to
 /// the loop, so one is plenty, and it leaves the other cores to the loop, the workers and the
-/// clients. On a two-core machine under wrk this raised status reads from 75% to about 90% of
-/// nginx's (bench/run, part 3): two runtime threads contended with wrk for the cores.
+/// clients. On the two-core bench machine, where wrk takes a core, status reads went from 75% of
+/// nginx's (median of 5 rounds) to 86% (`bench/run`, part 3): two runtime threads had contended
+/// with wrk for the cores.
 pub fn serve_on_own_thread(
     listener: std::net::TcpListener,
     app: App,
