@@ -55,8 +55,13 @@ impl Reconciler {
     /// too); probes alone only probe.
     pub(super) fn on_timer(&mut self) {
         let now = Instant::now();
-        let due = |kind| self.timers().any(|(at, t)| t == kind && at <= now);
-        let (resync, model) = (due(Timer::Resync), due(Timer::Model));
+        // One walk over the timers (a wake for a probe is the common case, and the model list
+        // may be long).
+        let (mut resync, mut model) = (false, false);
+        for (_, timer) in self.timers().filter(|(at, _)| *at <= now) {
+            resync |= timer == Timer::Resync;
+            model |= timer == Timer::Model;
+        }
         if resync {
             self.resync_at = now + self.options.resync_every;
             self.reread.notify_one();
