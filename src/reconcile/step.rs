@@ -107,12 +107,12 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
 
 /// The worker's process exited with `code` (hub saw it exit). Unless a job is at work on the model
 /// (it stopped the worker, or will see the exit and report), the exit was unexpected: the worker
-/// failed and waits for its retry at `retry_at`. Returns whether it was unexpected.
-pub fn exited(obs: &mut ModelObserved, code: i32, now: Time, retry_at: Option<Time>) -> bool {
+/// failed and waits for its retry at `retry_at`.
+pub fn exited(obs: &mut ModelObserved, code: i32, now: Time, retry_at: Option<Time>) {
     obs.worker.exit_code = Some(code);
     obs.worker.exited_at = Some(now);
     if obs.busy {
-        return false;
+        return;
     }
     obs.worker.phase = Phase::Failed;
     obs.worker.pid = None;
@@ -124,7 +124,6 @@ pub fn exited(obs: &mut ModelObserved, code: i32, now: Time, retry_at: Option<Ti
         message: format!("worker exited unexpectedly with code {code}"),
     });
     obs.next_retry_at = retry_at;
-    true
 }
 
 /// A ready worker failed `failures` health probes in a row and is judged dead while its process
