@@ -1,8 +1,13 @@
 //! The built-in worker (`hub worker`): a small, real OpenAI-compatible server whose "model" is the
 //! file at `--model-path`, read into memory on `POST /load` and freed on `POST /unload`.
-//! Completions are deterministic text drawn from the file's words, so tests can check them.
-//! It can be told to misbehave (slow start, slow load, crash, ignore SIGTERM, fail health) so
-//! the daemon's handling of each is tested against a real process.
+//! Answers are deterministic, drawn from the file's words (`text.rs`), so tests can check them;
+//! the OpenAI endpoints are in `openai.rs`. This file is the process, its control endpoints
+//! (`/health`, `/load`, `/unload`, `/stats`) and the request counting. It can be told to
+//! misbehave (slow start, slow load, slow answers, crash, ignore SIGTERM, fail health) so the
+//! daemon's handling of each is tested against a real process.
+
+mod openai;
+mod text;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::parse_duration;
@@ -40,10 +43,14 @@ pub struct WorkerArgs {
     /// Wait this long inside every load (slow weights).
     #[arg(long, value_parser = duration_arg)]
     pub load_delay: Option<Duration>,
-    /// Take this long over every completion (a long generation, to test that busy models are
-    /// not evicted).
+    /// Take this long over every inference request, before answering (a long generation, to
+    /// test that busy models are not evicted).
     #[arg(long, value_parser = duration_arg)]
     pub request_delay: Option<Duration>,
+    /// Wait this long between the events of a stream (chat, completions, responses), so a
+    /// stream lasts a while and a client can leave in the middle of it.
+    #[arg(long, value_parser = duration_arg)]
+    pub token_delay: Option<Duration>,
     /// Exit with `--exit-code` this long after starting (a crash).
     #[arg(long, value_parser = duration_arg)]
     pub crash_after: Option<Duration>,
@@ -69,11 +76,14 @@ struct Worker {
     args: WorkerArgs,
     /// The loaded weights: the file's bytes, or nothing.
     weights: Mutex<Option<Arc<Vec<u8>>>>,
+    /// Inference requests received while loaded.
     requests: AtomicU64,
-    /// Completion requests being served now.
+    /// Inference requests being served now, streams until they end.
     in_flight: AtomicU64,
+    /// Successful loads.
+    loads: AtomicU64,
     started: std::time::Instant,
-    /// Milliseconds since `started` of the last completion request, 0 if none.
+    /// Milliseconds since `started` at which the last inference request ended, 0 if none.
     last_activity_ms: AtomicU64,
 }
 
@@ -117,23 +127,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("worker {}: listening on http://{addr}", args.name);
     let ignore_sigterm = args.ignore_sigterm;
-    let state = Arc::new(Worker {
-        args,
-        weights: Mutex::new(None),
-        requests: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-        started: std::time::Instant::now(),
-        last_activity_ms: AtomicU64::new(0),
-    });
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/load", post(load))
-        .route("/unload", post(unload))
-        .route("/stats", get(stats))
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
-        .with_state(state);
+    let app = router(Arc::new(Worker::new(args)));
     let shutdown = async move {
         if ignore_sigterm {
             std::future::pending::<()>().await;
@@ -151,12 +145,44 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every endpoint of the worker.
+fn router(worker: Arc<Worker>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/load", post(load))
+        .route("/unload", post(unload))
+        .route("/stats", get(stats))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/responses", post(openai::responses))
+        .route(
+            "/v1/audio/transcriptions",
+            post(openai::audio_transcriptions)
+                .layer(DefaultBodyLimit::max(openai::MAX_AUDIO_BYTES)),
+        )
+        .with_state(worker)
+}
+
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "code": status.as_u16()}});
     (status, Json(body)).into_response()
 }
 
 impl Worker {
+    fn new(args: WorkerArgs) -> Self {
+        Worker {
+            args,
+            weights: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+        }
+    }
+
     fn weights(&self) -> Option<Arc<Vec<u8>>> {
         self.weights.lock().expect("weights lock").clone()
     }
@@ -169,8 +195,8 @@ impl Worker {
         )
     }
 
-    /// Starts serving a completion: the weights, and the guard that counts the request; or the
-    /// answer for a model that is not loaded.
+    /// Starts serving an inference request: the weights, and the guard that counts the request
+    /// (a stream keeps it until it ends); or the answer for a model that is not loaded.
     async fn begin(self: &Arc<Self>) -> Result<(Arc<Vec<u8>>, Serving), Response> {
         let weights = self.weights().ok_or_else(|| self.not_loaded())?;
         let serving = self.serving();
@@ -236,6 +262,7 @@ async fn load(State(worker): State<Arc<Worker>>) -> Response {
         Ok(bytes) => {
             let size = bytes.len();
             *worker.weights.lock().expect("weights lock") = Some(Arc::new(bytes));
+            worker.loads.fetch_add(1, Ordering::Relaxed);
             Json(json!({"status": "loaded", "bytes": size})).into_response()
         }
         Err(e) => error(
@@ -286,6 +313,7 @@ async fn stats(State(worker): State<Arc<Worker>>) -> Json<Value> {
     Json(json!({
         "requests": worker.requests.load(Ordering::Relaxed),
         "in_flight": worker.in_flight.load(Ordering::Relaxed),
+        "loads": worker.loads.load(Ordering::Relaxed),
         "loaded": worker.weights().is_some(),
         "idle_ms": worker.idle_ms(),
     }))
@@ -303,183 +331,119 @@ async fn models(State(worker): State<Arc<Worker>>) -> Json<Value> {
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    messages: Vec<ChatMessage>,
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
-    #[serde(default)]
-    content: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionRequest {
-    #[serde(default)]
-    prompt: Value,
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-}
-
-async fn chat_completions(
-    State(worker): State<Arc<Worker>>,
-    Json(request): Json<ChatRequest>,
-) -> Response {
-    let (weights, _serving) = match worker.begin().await {
-        Ok(begun) => begun,
-        Err(response) => return response,
-    };
-    let prompt: String = request
-        .messages
-        .iter()
-        .map(|m| value_text(&m.content))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let words = generate(&weights, &prompt, request.max_tokens.unwrap_or(16));
-    let id = format!("chatcmpl-{:016x}", fnv1a(prompt.as_bytes()));
-    let name = worker.args.name.clone();
-    if request.stream {
-        let chunks = words.into_iter().enumerate().map(move |(i, word)| {
-            let text = if i == 0 { word } else { format!(" {word}") };
-            json!({"id": id, "object": "chat.completion.chunk", "model": name,
-                   "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
-        });
-        return stream(chunks);
-    }
-    Json(json!({
-        "id": id,
-        "object": "chat.completion",
-        "model": name,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": words.join(" ")},
-            "finish_reason": "length",
-        }],
-        "usage": {"prompt_tokens": prompt.split_whitespace().count(), "completion_tokens": words.len()},
-    }))
-    .into_response()
-}
-
-async fn completions(
-    State(worker): State<Arc<Worker>>,
-    Json(request): Json<CompletionRequest>,
-) -> Response {
-    let (weights, _serving) = match worker.begin().await {
-        Ok(begun) => begun,
-        Err(response) => return response,
-    };
-    let prompt = value_text(&request.prompt);
-    let words = generate(&weights, &prompt, request.max_tokens.unwrap_or(16));
-    let id = format!("cmpl-{:016x}", fnv1a(prompt.as_bytes()));
-    let name = worker.args.name.clone();
-    if request.stream {
-        let chunks = words.into_iter().enumerate().map(move |(i, word)| {
-            let text = if i == 0 { word } else { format!(" {word}") };
-            json!({"id": id, "object": "text_completion", "model": name,
-                   "choices": [{"index": 0, "text": text, "finish_reason": null}]})
-        });
-        return stream(chunks);
-    }
-    Json(json!({
-        "id": id,
-        "object": "text_completion",
-        "model": name,
-        "choices": [{"index": 0, "text": words.join(" "), "finish_reason": "length"}],
-    }))
-    .into_response()
-}
-
-fn stream(chunks: impl Iterator<Item = Value> + Send + 'static) -> Response {
-    let events = chunks
-        .map(|chunk| SseEvent::default().data(chunk.to_string()))
-        .chain(std::iter::once(SseEvent::default().data("[DONE]")))
-        .map(Ok::<_, std::convert::Infallible>);
-    Sse::new(futures_util::stream::iter(events)).into_response()
-}
-
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str).or_else(|| p.as_str()))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// Deterministic words from the weights: the same prompt and file always give the same text.
-/// Each word is found around a pseudo-random offset, so generation costs the same for a 1 KB
-/// or a 1 GB file.
-pub fn generate(weights: &[u8], prompt: &str, max_tokens: usize) -> Vec<String> {
-    let count = max_tokens.clamp(1, 1024);
-    let mut state = fnv1a(prompt.as_bytes()) | 1;
-    let mut words = Vec::with_capacity(count);
-    for _ in 0..count {
-        // xorshift64*
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        words.push(word_at(weights, (r % weights.len().max(1) as u64) as usize));
-    }
-    words
-}
-
-fn word_at(bytes: &[u8], offset: usize) -> String {
-    let is_word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'\'' || *b == b'-';
-    if bytes.is_empty() {
-        return "…".to_string();
-    }
-    // Move to the start of the next word (wrapping), then take it.
-    let start = (0..bytes.len().min(4096))
-        .map(|i| (offset + i) % bytes.len())
-        .find(|&i| is_word(&bytes[i]) && (i == 0 || !is_word(&bytes[i - 1])));
-    let Some(start) = start else {
-        return "…".to_string();
-    };
-    let end = bytes[start..]
-        .iter()
-        .take(48)
-        .position(|b| !is_word(b))
-        .map_or(bytes.len().min(start + 48), |n| start + n);
-    String::from_utf8_lossy(&bytes[start..end]).to_lowercase()
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+    use futures_util::StreamExt;
 
-    #[test]
-    fn generation_is_deterministic_and_uses_the_files_words() {
-        let weights = b"the quick brown fox jumps over the lazy dog";
-        let a = generate(weights, "hello", 8);
-        let b = generate(weights, "hello", 8);
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 8);
-        let vocabulary: Vec<&str> = std::str::from_utf8(weights).unwrap().split(' ').collect();
-        assert!(a.iter().all(|w| vocabulary.contains(&w.as_str())), "{a:?}");
-        assert_ne!(generate(weights, "other prompt", 8), a);
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WorkerArgs,
     }
 
-    #[test]
-    fn empty_or_wordless_weights_do_not_panic() {
-        assert_eq!(generate(b"", "x", 2), vec!["…", "…"]);
-        assert_eq!(generate(b"   ...   ", "x", 1), vec!["…"]);
+    /// A worker serving on a free port of 127.0.0.1, its weights in `weights`, with `flags`;
+    /// returns its base URL.
+    async fn serve(weights: &tempfile::NamedTempFile, flags: &[&str]) -> String {
+        let path = weights.path().to_str().unwrap();
+        let argv = [
+            "worker",
+            "--name",
+            "alpha",
+            "--model-path",
+            path,
+            "--port",
+            "0",
+        ];
+        let cli = Cli::parse_from(argv.iter().chain(flags));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(Arc::new(Worker::new(cli.args)));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    async fn stats(client: &reqwest::Client, url: &str) -> Value {
+        let response = client.get(format!("{url}/stats")).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_inference_endpoint_needs_the_weights_loaded() {
+        let weights = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(weights.path(), "alpha beta gamma").unwrap();
+        let url = serve(&weights, &[]).await;
+        let client = reqwest::Client::new();
+        for path in ["chat/completions", "completions", "embeddings", "responses"] {
+            let response = client
+                .post(format!("{url}/v1/{path}"))
+                .json(&json!({"input": "hi", "prompt": "hi", "messages": []}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "model_not_loaded", "{path}");
+        }
+        let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b--\r\n";
+        let response = client
+            .post(format!("{url}/v1/audio/transcriptions"))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let loaded = client.post(format!("{url}/load")).send().await.unwrap();
+        assert_eq!(loaded.status(), StatusCode::OK);
+        let response = client
+            .post(format!("{url}/v1/audio/transcriptions"))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert!(!body["text"].as_str().unwrap().is_empty(), "{body}");
+        let counters = stats(&client, &url).await;
+        assert_eq!(
+            (counters["loads"].as_u64(), counters["requests"].as_u64()),
+            (Some(1), Some(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_paced_and_in_flight_until_the_client_leaves() {
+        let weights = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(weights.path(), "alpha beta gamma delta").unwrap();
+        let url = serve(&weights, &["--token-delay", "100ms"]).await;
+        let client = reqwest::Client::new();
+        client.post(format!("{url}/load")).send().await.unwrap();
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"messages": [{"content": "hi"}], "max_tokens": 50, "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+        // 50 words 100 ms apart: a pre-built answer would be whole by now.
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(stats(&client, &url).await["in_flight"], 1);
+        drop(body);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stats(&client, &url).await["in_flight"] != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still in flight after the client left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stats(&client, &url).await["requests"], 1);
     }
 
     #[tokio::test]
