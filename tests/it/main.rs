@@ -13,6 +13,7 @@ mod golden;
 mod hostile;
 mod lifecycle;
 mod misbehave;
+mod openai;
 mod security;
 mod validate;
 mod watch;
