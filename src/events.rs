@@ -61,6 +61,11 @@ pub struct Metrics {
     pub config_rejected: u64,
     pub health_failures: u64,
     pub crashes: u64,
+    /// `(model, reason)` → how often its weights left memory for that reason.
+    pub unloads: BTreeMap<(String, &'static str), u64>,
+    /// Per model: how long its loads took (the engine's load call, or a start for an engine
+    /// without one).
+    pub load_seconds: BTreeMap<String, crate::gateway::stats::Histogram>,
 }
 
 /// The event stream, recent events per model, and the counters.

@@ -10,10 +10,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod gateway;
 pub mod observed;
 pub mod plan;
 pub mod planned;

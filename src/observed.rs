@@ -28,13 +28,35 @@ pub struct ModelObserved {
     pub load_requested: bool,
     /// An API `unload` of weights loaded on demand, not yet carried out.
     pub unload_requested: bool,
+    /// Requests through the gateway: in flight now (a model serving one is never evicted or
+    /// idle-unloaded), and waiting for the model, since when the oldest has waited. A queue is a
+    /// demand: it starts and loads the model (`on_demand` permitting).
+    pub requests: Requests,
     /// The last action's error, cleared by the next success.
     pub error: Option<ActionError>,
     /// While set and in the future, the model is backing off after a failure.
     pub next_retry_at: Option<Time>,
 }
 
+/// What the gateway last said of a model's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub in_flight: u32,
+    pub queued: u32,
+    pub queued_since: Option<Time>,
+}
+
 impl ModelObserved {
+    /// Requests being served now, through the gateway or (as the worker reports) directly.
+    pub fn serving(&self) -> u32 {
+        self.memory.in_flight.max(self.requests.in_flight)
+    }
+
+    /// Whether someone wants the weights loaded: an API `load`, or requests waiting.
+    pub fn wants_load(&self) -> bool {
+        self.load_requested || self.requests.queued > 0
+    }
+
     /// A model whose worker runs `run` and is ready, holding its weights or not.
     pub fn ready(run: RunSpec, loaded: bool) -> ModelObserved {
         ModelObserved {
@@ -73,6 +95,9 @@ pub struct Worker {
     pub run: Option<RunSpec>,
     /// The worker died on its own after being ready, as opposed to failing to start.
     pub crashed: bool,
+    /// Started because requests asked for a model hub.yaml leaves stopped: stopped again once
+    /// idle for its `idle_unload_after`.
+    pub on_demand: bool,
 }
 
 /// The life of a worker process.

@@ -27,6 +27,15 @@ pub struct ModelPlan {
     /// Why the model is left alone although it is not in sync.
     pub waiting: Option<Wait>,
     pub override_: OverrideChange,
+    /// hub.yaml leaves the model stopped, and it runs (or is started) for requests: waiting ones,
+    /// or recent ones while its idle time lasts.
+    pub on_demand: bool,
+    /// Why the model's weights leave memory in this plan, where its actions alone do not say
+    /// (a stop because it is idle, or evicted).
+    pub release: Option<UnloadReason>,
+    /// Stop admitting new requests: a member of a full group, serving now, that the next
+    /// eviction will pick once its requests end, so that a model waiting for room gets it.
+    pub yields: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +57,17 @@ pub enum UnloadReason {
     Evicted,
     /// Asked for through the API.
     Requested,
+}
+
+impl UnloadReason {
+    /// Why the weights left memory, as metrics, events and status say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnloadReason::Unpinned | UnloadReason::Requested => "requested",
+            UnloadReason::Idle => "idle",
+            UnloadReason::Evicted => "evicted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,9 +184,10 @@ impl fmt::Display for ModelPlan {
             let steps: Vec<String> = self
                 .actions
                 .iter()
-                .map(|a| match a.detail() {
-                    Some(detail) => format!("{} ({detail})", a.verb()),
-                    None => a.verb().to_string(),
+                .map(|a| match (a, a.detail(), self.release) {
+                    (_, Some(detail), _) => format!("{} ({detail})", a.verb()),
+                    (Action::Stop, None, Some(why)) => format!("stop ({})", why.as_str()),
+                    _ => a.verb().to_string(),
                 })
                 .collect();
             write!(f, "  {}", steps.join(", "))?;
@@ -178,6 +199,12 @@ impl fmt::Display for ModelPlan {
                 write!(f, " [backing off until {}]", crate::rfc3339(*until))?
             }
             Some(Wait::GroupFull { group }) => write!(f, " [group {group:?} is full]")?,
+        }
+        if self.on_demand {
+            f.write_str(" [on demand]")?;
+        }
+        if self.yields {
+            f.write_str(" [yields to a waiting model]")?;
         }
         match self.override_ {
             OverrideChange::None => {}
@@ -276,13 +303,37 @@ fn plan_model(
         actions: Vec::new(),
         waiting: None,
         override_,
+        on_demand: false,
+        release: None,
+        yields: false,
     };
+    let phase = obs.worker.phase;
+    // A model hub.yaml leaves stopped (and no operator stopped) runs while requests want it:
+    // started for a queue, kept while its worker serves or its idle time lasts.
+    plan.on_demand = target == DesiredState::Stopped
+        && override_ != OverrideChange::Kept
+        && spec.is_some_and(|s| s.on_demand)
+        && (obs.requests.queued > 0
+            || (obs.worker.on_demand && matches!(phase, Phase::Starting | Phase::Ready)));
     if obs.busy {
         plan.waiting = Some(Wait::Busy);
         return plan;
     }
-    let phase = obs.worker.phase;
-    let Some(spec) = spec.filter(|_| target != DesiredState::Stopped) else {
+    let effective = if plan.on_demand {
+        DesiredState::Running
+    } else {
+        target
+    };
+    if plan.on_demand
+        && let Some(spec) = spec
+        && phase == Phase::Ready
+        && is_idle(spec, obs, now)
+    {
+        plan.actions.push(Action::Stop);
+        plan.release = Some(UnloadReason::Idle);
+        return plan;
+    }
+    let Some(spec) = spec.filter(|_| effective != DesiredState::Stopped) else {
         if matches!(phase, Phase::Ready | Phase::Failed) {
             plan.actions.push(Action::Stop);
         }
@@ -334,10 +385,10 @@ fn plan_model(
         return plan;
     }
     let loaded = !fresh && obs.memory.state == MemoryState::Loaded;
-    match target {
+    match effective {
         DesiredState::Loaded if !loaded => plan.actions.push(Action::Load),
         // Weights held for a pin that is gone are freed, unless someone asked for them.
-        DesiredState::Running if loaded && !obs.memory.on_demand && !obs.load_requested => {
+        DesiredState::Running if loaded && !obs.memory.on_demand && !obs.wants_load() => {
             plan.actions.push(Action::Unload {
                 why: UnloadReason::Unpinned,
             });
@@ -352,24 +403,39 @@ fn plan_model(
                 why: UnloadReason::Idle,
             });
         }
-        DesiredState::Running if !loaded && obs.load_requested => plan.actions.push(Action::Load),
+        DesiredState::Running if !loaded && obs.wants_load() => plan.actions.push(Action::Load),
         _ => {}
     }
     plan
 }
 
-/// When an on-demand load's idle timer fires, if the model has one.
+/// When the idle timer of weights loaded on demand, or of a worker started on demand, fires, if
+/// the model has one: its `idle_unload_after` after its last request ended (or after the load or
+/// the start, before any request).
 pub fn unload_at(spec: &ModelSpec, obs: &ModelObserved) -> Option<Time> {
     let idle = spec.idle_unload_after?;
-    if obs.memory.state != MemoryState::Loaded || !obs.memory.on_demand {
+    let weights = obs.memory.state == MemoryState::Loaded && obs.memory.on_demand;
+    let worker = obs.worker.on_demand
+        && obs.worker.phase == Phase::Ready
+        && spec.state == DesiredState::Stopped;
+    if !(weights || worker) {
         return None;
     }
-    let since = obs.memory.last_activity.or(obs.memory.loaded_at)?;
+    let since = [
+        obs.memory.last_activity,
+        obs.memory.loaded_at,
+        obs.worker.started_at,
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
     Some(since + idle)
 }
 
 fn is_idle(spec: &ModelSpec, obs: &ModelObserved, now: Time) -> bool {
-    obs.memory.in_flight == 0 && unload_at(spec, obs).is_some_and(|at| at <= now)
+    obs.serving() == 0
+        && obs.requests.queued == 0
+        && unload_at(spec, obs).is_some_and(|at| at <= now)
 }
 
 /// Whether the plan only stops a worker that is still wanted: one judged dead while its process
@@ -466,46 +532,81 @@ fn enforce_group_cap(
     };
     let mut holding = count(plans);
 
-    // Evict: weights loaded now, not about to (re)load, not busy, not serving a request, not
-    // wanted by a pending request, not pinned; least recently used first.
-    let mut evictable: Vec<&Member> = members
+    // Requests queue for the members about to take room; the oldest of them came first. A
+    // member whose own requests queued later yields to it (first come, first served), one whose
+    // requests queued earlier keeps its weights for them.
+    let oldest_waiting = members
         .iter()
-        .filter(|m| {
-            let plan = &plans[m.index];
-            m.memory_control
-                && m.obs.memory.state == MemoryState::Loaded
-                && !m.obs.busy
-                && m.obs.memory.in_flight == 0
-                && !m.obs.load_requested
-                && plan.target != DesiredState::Loaded
-                && plan.actions.is_empty()
-        })
-        .collect();
-    evictable.sort_by_key(|m| {
+        .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
+        .filter_map(|m| m.obs.requests.queued_since)
+        .min();
+    let queued_behind = |m: &Member| match (m.obs.requests.queued_since, oldest_waiting) {
+        (None, _) => true,
+        (Some(own), Some(oldest)) => own > oldest,
+        (Some(_), None) => false,
+    };
+    // Could give its room up: holds weights that neither hub.yaml pins nor an operator's load
+    // asked for, not about to (re)load, not busy, and no request of its own queued first.
+    let releasable = |m: &Member, plan: &ModelPlan| {
+        let holds = if m.memory_control {
+            m.obs.memory.state == MemoryState::Loaded
+        } else {
+            plan.on_demand && m.obs.worker.phase == Phase::Ready
+        };
+        holds
+            && !m.obs.busy
+            && !m.obs.load_requested
+            && plan.target != DesiredState::Loaded
+            && plan.actions.is_empty()
+            && queued_behind(m)
+    };
+    let last_used = |m: &Member| {
         (
-            m.obs.memory.last_activity.or(m.obs.memory.loaded_at),
+            m.obs
+                .memory
+                .last_activity
+                .or(m.obs.memory.loaded_at)
+                .or(m.obs.worker.started_at),
             m.index,
         )
-    });
+    };
+    // Evict the idle ones, least recently used first.
+    let mut evictable: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.obs.serving() == 0 && releasable(m, &plans[m.index]))
+        .collect();
+    evictable.sort_by_key(|m| last_used(m));
     for member in evictable {
         if holding <= cap {
             break;
         }
         if let Some(plan) = plans.get_mut(member.index) {
-            plan.actions.push(Action::Unload {
-                why: UnloadReason::Evicted,
+            plan.actions.push(if member.memory_control {
+                Action::Unload {
+                    why: UnloadReason::Evicted,
+                }
+            } else {
+                Action::Stop
             });
+            plan.release = Some(UnloadReason::Evicted);
             holding -= 1;
         }
     }
 
-    // Still too many: hold back loads (and, for engines without load/unload, starts), on-demand
-    // before pinned.
+    // Still too many: hold back loads (and, for engines without load/unload, starts): on-demand
+    // before pinned, and among on-demand ones the latest asked for first.
     let mut waiting: Vec<&Member> = members
         .iter()
         .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
         .collect();
-    waiting.sort_by_key(|m| (plans[m.index].target == DesiredState::Loaded, m.index));
+    waiting.sort_by_key(|m| {
+        (
+            plans[m.index].target == DesiredState::Loaded,
+            std::cmp::Reverse(m.obs.requests.queued_since),
+            std::cmp::Reverse(m.index),
+        )
+    });
+    let mut held_back = 0;
     for member in waiting {
         if holding <= cap {
             break;
@@ -515,9 +616,41 @@ fn enforce_group_cap(
             plan.waiting = Some(Wait::GroupFull {
                 group: group.name.clone(),
             });
+            held_back += 1;
         }
         holding = count(plans);
     }
+
+    // Loads held back while members that could give room up are serving: the least recently
+    // used of those stop admitting, so their requests end and the next pass evicts them.
+    let mut busy: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.obs.serving() > 0 && releasable(m, &plans[m.index]))
+        .collect();
+    busy.sort_by_key(|m| last_used(m));
+    for member in busy.into_iter().take(held_back) {
+        plans[member.index].yields = true;
+    }
+}
+
+/// Whether a load into `group` could ever find room: some member holds weights that neither
+/// hub.yaml pins nor an engine without load/unload keeps while it runs. When none can, a request
+/// waiting for room would wait forever, and is refused at once instead.
+pub fn room_possible(desired: &Desired, group: &str, except: &ModelName) -> bool {
+    let Some(group) = desired.groups.get(group) else {
+        return true;
+    };
+    let fixed = group
+        .members
+        .iter()
+        .filter(|name| *name != except)
+        .filter_map(|name| desired.models.get(name))
+        .filter(|spec| {
+            spec.state == DesiredState::Loaded
+                || (spec.state == DesiredState::Running && !spec.run.engine.has_memory_control())
+        })
+        .count();
+    fixed < group.max_loaded as usize
 }
 
 /// What applying `desired` would do now: the plan `hub diff` (through `POST /hub/plan`) prints

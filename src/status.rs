@@ -123,6 +123,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                     .log_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
+                on_demand: obs.worker.on_demand,
             },
             memory: MemoryStatus {
                 state: match memory_state {
@@ -134,7 +135,8 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                 loaded_at: time(obs.memory.loaded_at),
                 last_activity: time(obs.memory.last_activity),
                 unload_at: time(spec.and_then(|s| plan::unload_at(s, &obs))),
-                in_flight: obs.memory.in_flight,
+                in_flight: obs.serving(),
+                queued: obs.requests.queued,
             },
             in_sync: model_plan.in_sync() && obs.error.is_none(),
             override_: obs.override_.as_ref().map(|o| OverrideStatus {
@@ -147,6 +149,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                 .as_ref()
                 .map(|e| format!("{} failed: {}", e.action, e.message)),
             next_retry_at: time(obs.next_retry_at.filter(|_| backing_off)),
+            on_demand: spec.is_none_or(|s| s.on_demand),
         });
     }
     let groups = desired

@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::openai::GatewayError;
 use crate::wire::{CLIENT_HEADER, ErrorKind};
 
 /// The shortest HUB_TOKEN hub accepts: a shorter one can be found by brute force over the network.
@@ -36,6 +37,9 @@ const MIN_TOKEN_BYTES: usize = 16;
 /// request.
 pub struct Access {
     token: Option<Arc<str>>,
+    /// Inference keys (`HUB_API_KEYS`, a keys file): they open the gateway (`/v1`, `/upstream`)
+    /// and nothing else. With none and no token the gateway is open (on loopback only).
+    api_keys: Vec<Arc<str>>,
     /// Whether the API listens on loopback only; then every request's Host is checked.
     loopback: bool,
     /// Lowercase names (or IPs) under which clients and pages may also reach hub: a proxy's, a
@@ -51,6 +55,23 @@ impl Access {
         host: &str,
         allowed_hosts: &[String],
     ) -> anyhow::Result<Access> {
+        Access::with_keys(token, Vec::new(), host, allowed_hosts)
+    }
+
+    /// [`Access::new`] with inference keys for the gateway.
+    pub fn with_keys(
+        token: Option<String>,
+        api_keys: Vec<String>,
+        host: &str,
+        allowed_hosts: &[String],
+    ) -> anyhow::Result<Access> {
+        for key in &api_keys {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                anyhow::bail!(
+                    "an inference key (HUB_API_KEYS or the keys file) must be printable ASCII without spaces: clients send it in an HTTP header"
+                );
+            }
+        }
         let loopback = is_loopback(host);
         if let Some(token) = &token {
             check_token(token)?;
@@ -65,6 +86,7 @@ impl Access {
             .collect::<anyhow::Result<_>>()?;
         Ok(Access {
             token: token.map(Into::into),
+            api_keys: api_keys.into_iter().map(Into::into).collect(),
             loopback,
             allowed_hosts,
         })
@@ -72,7 +94,24 @@ impl Access {
 
     /// Checks a request before it reaches a handler: its Host, and for a write its Origin, its
     /// preflight marker and the token.
-    pub(super) fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(super) fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), Response> {
+        if is_gateway(path) {
+            self.check_host(headers).map_err(IntoResponse::into_response)?;
+            return self
+                .check_inference(headers)
+                .map_err(IntoResponse::into_response);
+        }
+        self.check_management(method, headers)
+            .map_err(IntoResponse::into_response)
+    }
+
+    /// On a loopback bind, the request must be addressed to this daemon.
+    fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if self.loopback {
             for host in headers.get_all(header::HOST) {
                 if !self.is_own_host(host) {
@@ -83,6 +122,13 @@ impl Access {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The management API's rule: reads are open; a write needs hub's own origin, the
+    /// preflight marker and, with HUB_TOKEN set, the token.
+    fn check_management(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.check_host(headers)?;
         if is_read(method) {
             return Ok(());
         }
@@ -117,6 +163,46 @@ impl Access {
         Ok(())
     }
 
+    /// The gateway's rule: OpenAI clients send a key as `Authorization: Bearer` and none of the
+    /// markers a management write needs (a multipart upload is a form's content type), so what
+    /// keeps a web page out is the Origin (a page's request carries its own), and then the key:
+    /// any inference key or the management token, when either is set.
+    fn check_inference(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        for origin in headers.get_all(header::ORIGIN) {
+            if !self.is_own_origin(origin, headers.get(header::HOST)) {
+                return Err(GatewayError::forbidden(format!(
+                    "refused: this request comes from the web page at {}, which is not hub's own origin; if it is hub itself behind a proxy, start hub with --allowed-host NAME",
+                    shown(origin)
+                )));
+            }
+        }
+        if self.token.is_none() && self.api_keys.is_empty() {
+            return Ok(());
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(given) = given else {
+            return Err(GatewayError::unauthorized(
+                "missing API key: send `Authorization: Bearer <key>` with one of the daemon's HUB_API_KEYS (or its HUB_TOKEN)",
+            ));
+        };
+        // Every key is compared whole, so the time taken does not say which one came closest.
+        let matched = self
+            .api_keys
+            .iter()
+            .chain(self.token.as_ref())
+            .fold(false, |found, key| same(given.as_bytes(), key.as_bytes()) | found);
+        if !matched {
+            return Err(GatewayError::unauthorized(
+                "invalid API key: it is not one of the daemon's HUB_API_KEYS (nor its HUB_TOKEN)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a Host header names this daemon on loopback: `localhost`, a loopback IP, or an
     /// allowed name; with any port.
     fn is_own_host(&self, host: &HeaderValue) -> bool {
@@ -147,6 +233,7 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("api_keys", &self.api_keys.len())
             .field("loopback", &self.loopback)
             .field("allowed_hosts", &self.allowed_hosts)
             .finish()
@@ -179,6 +266,11 @@ pub fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a path is the gateway's: the OpenAI API and the passthrough to one worker.
+pub(super) fn is_gateway(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/") || path.starts_with("/upstream/")
 }
 
 /// Whether a request only reads. Everything else is a write.

@@ -50,10 +50,17 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let answer = |response: Response| Either::Left(ready(Ok(response)));
-        if let Err(refused) = self.access.check(request.method(), request.headers()) {
-            return answer(refused.into_response());
+        let gateway = access::is_gateway(request.uri().path());
+        if let Err(refused) =
+            self.access
+                .check(request.method(), request.uri().path(), request.headers())
+        {
+            return answer(refused);
         }
-        if announced_too_large(&request) {
+        if gateway && announced_too_large(&request, super::openai::MAX_REQUEST_BYTES) {
+            return answer(super::openai::GatewayError::too_large().into_response());
+        }
+        if !gateway && announced_too_large(&request, MAX_FILE_BYTES) {
             return answer(error::rewrite(StatusCode::PAYLOAD_TOO_LARGE, "").into_response());
         }
         if request.method() == Method::GET && request.uri().path() == "/hub/status" {
@@ -64,6 +71,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
         let routed = tower_service::Service::call(&mut router, request.map(Body::new));
         Either::Right(Box::pin(async move {
             let response = routed.await?;
+            // A worker's answer is the worker's, errors included.
+            if response.extensions().get::<super::openai::Proxied>().is_some() {
+                return Ok(response);
+            }
             let response = if options {
                 access::options(response)
             } else {
@@ -76,11 +87,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
 
 /// Whether the request's `Content-Length` is over the limit, so it can be refused at once instead
 /// of reading (and waiting for) a body that would be refused anyway.
-fn announced_too_large<B>(request: &hyper::Request<B>) -> bool {
+fn announced_too_large<B>(request: &hyper::Request<B>, limit: u64) -> bool {
     request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|length| length > MAX_FILE_BYTES)
+        .is_some_and(|length| length > limit)
 }

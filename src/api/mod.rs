@@ -14,6 +14,7 @@ mod front;
 mod logs;
 mod metrics;
 mod models;
+mod openai;
 mod ready;
 mod server;
 #[cfg(test)]
@@ -52,6 +53,8 @@ struct Shared {
     openapi: Arc<str>,
     /// Whether the daemon has converged since it started (`GET /ready`).
     readiness: ready::Readiness,
+    /// The gateway's HTTP client to workers.
+    proxy: crate::gateway::Proxy,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,7 +80,8 @@ impl Shared {
     modifiers(&BearerAuth),
     tags(
         (name = "read", description = "Status, events, logs and metrics; never wait for a reconcile"),
-        (name = "write", description = "Change the desired state or act on models; need the token when HUB_TOKEN is set")
+        (name = "write", description = "Change the desired state or act on models; need the token when HUB_TOKEN is set"),
+        (name = "gateway", description = "The OpenAI API, routed by `model` to that model's worker, which is started and loaded just in time; with HUB_API_KEYS or HUB_TOKEN set, needs `Authorization: Bearer` with one of the keys or the token. Errors are OpenAI-shaped: `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`")
     )
 )]
 struct ApiDoc;
@@ -113,6 +117,13 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(config::reload))
         .routes(routes!(config::shutdown))
         .routes(routes!(models::model_command))
+        .routes(routes!(openai::list_models))
+        .routes(routes!(openai::chat_completions))
+        .routes(routes!(openai::completions))
+        .routes(routes!(openai::embeddings))
+        .routes(routes!(openai::responses))
+        .routes(routes!(openai::transcriptions))
+        .routes(routes!(openai::upstream))
 }
 
 /// The OpenAPI document of every route, as `GET /openapi.json` serves it.
@@ -183,6 +194,7 @@ pub fn router(hub: Handle, access: Access) -> App {
         hub: hub.clone(),
         openapi: openapi_json().into(),
         readiness: ready::Readiness::follow(hub.snapshot.clone()),
+        proxy: crate::gateway::Proxy::new(),
     }));
     let router = router
         .fallback(not_found)

@@ -349,6 +349,7 @@ async fn a_lagging_event_subscriber_is_told_what_it_missed_and_goes_on() {
             kind: "phase".to_string(),
             model: Some("alpha".to_string()),
             message: format!("event {i}"),
+            reason: None,
             report: None,
         });
     }

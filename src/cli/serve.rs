@@ -34,6 +34,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_hosts: Vec<String>,
+    /// A file of inference keys for the gateway (`/v1`), one per line (`#` comments), besides
+    /// those in HUB_API_KEYS (comma separated). Either those or HUB_TOKEN open `/v1`.
+    #[arg(long, env = "HUB_API_KEYS_FILE")]
+    api_keys_file: Option<std::path::PathBuf>,
     /// How long a client may take to send a request's headers, or keep a connection idle
     /// (default 10s; tests shorten it).
     #[arg(long, value_parser = super::duration_arg, hide = true)]
@@ -78,7 +82,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.unwrap_or(settings.host.clone());
     let port = args.port.unwrap_or(settings.port);
     let token = std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty());
-    let access = crate::api::Access::new(token, &host, &args.allowed_hosts)?;
+    let api_keys = api_keys(args.api_keys_file.as_deref())?;
+    let access = crate::api::Access::with_keys(token, api_keys, &host, &args.allowed_hosts)?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
@@ -263,4 +268,26 @@ mod tests {
             plain(false, true)
         );
     }
+}
+
+/// The gateway's inference keys: HUB_API_KEYS (comma separated) and the keys file's lines.
+fn api_keys(file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<String> = std::env::var("HUB_API_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the API keys file {}", file.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(keys)
 }

@@ -231,6 +231,7 @@ mod tests {
                         kind: "phase".into(),
                         model: Some("alpha".into()),
                         message: format!("connection {n}"),
+                        reason: None,
                         report: None,
                     };
                     let data = serde_json::to_string(&event).unwrap();

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::desired::{
-    Desired, Engine, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
+    DEFAULT_IDLE_UNLOAD_AFTER, Desired, Engine, GatewaySettings, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
     parse_duration,
 };
 use super::file::{
     DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DesiredState, EngineFile,
-    HttpCallFile, HttpMethod, HubFile, LogLevel,
+    GatewayFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
 };
 use super::problem::{Problem, display_path};
 use super::templates::{self, Rendered};
@@ -34,6 +34,14 @@ const STOP_TIMEOUT_MIN: (Duration, &str) = (
     Duration::from_millis(100),
     "the worker, and its stop_command, would be killed before they could stop it",
 );
+const IDLE_MIN: (Duration, &str) = (
+    Duration::from_secs(1),
+    "weights would be unloaded between a client's requests",
+);
+const GATEWAY_TIMEOUT_MIN: (Duration, &str) = (
+    Duration::from_millis(100),
+    "no request could be served in time",
+);
 const REQUEST_TIMEOUT_MIN: (Duration, &str) =
     (Duration::from_millis(100), "no worker could answer in time");
 
@@ -48,6 +56,14 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
     let mut built_problems = Vec::new();
 
     let api_port = hub.port.unwrap_or(DEFAULT_PORT);
+    let default_idle = match &hub.idle_unload_after {
+        Some(text) => duration(text, Some(IDLE_MIN)).unwrap_or_else(|message| {
+            problem("/idle_unload_after".to_string(), message);
+            DEFAULT_IDLE_UNLOAD_AFTER
+        }),
+        None => DEFAULT_IDLE_UNLOAD_AFTER,
+    };
+    let gateway = gateway_settings(hub.gateway.as_ref().cloned().unwrap_or_default(), &mut problem);
     let mut engines: BTreeMap<String, Arc<Engine>> = BTreeMap::new();
     let mut engine_sizes: HashMap<&str, EngineSizes> = HashMap::new();
     let builtin = Engine::builtin_shared();
@@ -202,14 +218,14 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
         }
 
         let idle_unload_after = match &model.idle_unload_after {
-            Some(text) => match duration(text, None) {
+            Some(text) => match duration(text, Some(IDLE_MIN)) {
                 Ok(d) => Some(d),
                 Err(message) => {
                     problem(at("idle_unload_after"), message);
                     None
                 }
             },
-            None => None,
+            None => Some(default_idle),
         };
 
         for (key, value) in &model.env {
@@ -244,6 +260,7 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
                     state,
                     group: model.group.clone(),
                     idle_unload_after,
+                    on_demand: model.on_demand.unwrap_or(true),
                     run: RunSpec {
                         engine_name,
                         engine,
@@ -320,10 +337,44 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
             log_path,
             enable_status_page: hub.enable_status_page.unwrap_or(true),
             config_dir: base_dir.to_path_buf(),
+            gateway,
         },
         models,
         groups,
     })
+}
+
+/// The gateway's limits from hub.yaml's `gateway:`, defaults for what it leaves out.
+fn gateway_settings(
+    file: GatewayFile,
+    problem: &mut impl FnMut(String, String),
+) -> GatewaySettings {
+    let defaults = GatewaySettings::default();
+    let mut timeout = |key: &str, text: Option<&String>, default: Duration| match text {
+        Some(text) => duration(text, Some(GATEWAY_TIMEOUT_MIN)).unwrap_or_else(|message| {
+            problem(format!("/gateway/{key}"), message);
+            default
+        }),
+        None => default,
+    };
+    GatewaySettings {
+        queue_timeout: timeout(
+            "queue_timeout",
+            file.queue_timeout.as_ref(),
+            defaults.queue_timeout,
+        ),
+        drain_timeout: timeout(
+            "drain_timeout",
+            file.drain_timeout.as_ref(),
+            defaults.drain_timeout,
+        ),
+        upstream_timeout: timeout(
+            "upstream_timeout",
+            file.upstream_timeout.as_ref(),
+            defaults.upstream_timeout,
+        ),
+        max_queued: file.max_queued.unwrap_or(defaults.max_queued),
+    }
 }
 
 /// A duration from hub.yaml, within its bounds.

@@ -102,6 +102,31 @@ pub struct Settings {
     pub enable_status_page: bool,
     /// The directory hub.yaml lives in: workers run there, so relative model paths work.
     pub config_dir: PathBuf,
+    pub gateway: GatewaySettings,
+}
+
+/// The gateway's limits (hub.yaml's `gateway:`), with their defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    pub queue_timeout: Duration,
+    pub max_queued: u32,
+    pub drain_timeout: Duration,
+    pub upstream_timeout: Duration,
+}
+
+/// Idle time after which weights loaded on demand, and workers started on demand, are released
+/// when neither the model nor hub.yaml's top level says otherwise.
+pub const DEFAULT_IDLE_UNLOAD_AFTER: Duration = Duration::from_secs(600);
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            queue_timeout: Duration::from_secs(120),
+            max_queued: 256,
+            drain_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// One model as the operator wants it.
@@ -111,7 +136,12 @@ pub struct ModelSpec {
     pub model_type: Option<String>,
     pub state: DesiredState,
     pub group: Option<String>,
+    /// How long weights loaded on demand (or a worker started on demand) stay after the last
+    /// request: the model's own `idle_unload_after`, else the top level's, else
+    /// [`DEFAULT_IDLE_UNLOAD_AFTER`]. Never unbounded by accident: only `state: loaded` pins.
     pub idle_unload_after: Option<Duration>,
+    /// Whether a request may start the worker or load the weights.
+    pub on_demand: bool,
     /// The part of the spec that a running worker was started from: any change restarts it.
     pub run: RunSpec,
 }

@@ -46,6 +46,14 @@ pub struct HubFile {
     /// Serve the HTML dashboard at `GET /hub`. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_status_page: Option<bool>,
+    /// How long weights loaded on demand, and workers started on demand, stay after their last
+    /// request, for models that do not set their own `idle_unload_after`; `10m` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub idle_unload_after: Option<String>,
+    /// The OpenAI-compatible endpoint on the hub's port (`/v1`): its queue and timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFile>,
     /// Named engine definitions, in addition to the built-in `builtin`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub engines: BTreeMap<String, EngineFile>,
@@ -134,10 +142,17 @@ pub struct ModelFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(SLUG_PATTERN))]
     pub group: Option<String>,
-    /// A `running` model loaded on demand is unloaded after this much idle time (`90s`, `15m`).
+    /// Weights loaded on demand (a request, `hub load-model`) and a worker a request started are
+    /// released after this much idle time (`90s`, `15m`); default: the top-level
+    /// `idle_unload_after`, else `10m`. `state: loaded` pins a model instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub idle_unload_after: Option<String>,
+    /// Whether a request through `/v1` may start this model's worker or load its weights
+    /// (default true). With `false` such a request is answered 503 until hub.yaml or an operator
+    /// makes the model ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<bool>,
     /// Extra argv entries appended to the engine's command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -147,6 +162,31 @@ pub struct ModelFile {
 }
 
 /// A memory group.
+/// The gateway's limits. Every key is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// How long a request may wait for its model to be started, loaded, or given room in its
+    /// group before it is answered 504 (default `2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub queue_timeout: Option<String>,
+    /// How many requests may wait per model; one more is answered 429 (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_queued: Option<u32>,
+    /// How long a restart or stop waits for the model's requests in flight to finish before it
+    /// goes ahead (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub drain_timeout: Option<String>,
+    /// How long a worker may take to start answering a request (its response headers) before
+    /// hub answers 504 (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub upstream_timeout: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupFile {

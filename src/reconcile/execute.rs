@@ -39,6 +39,8 @@ pub enum Update {
         port: u16,
         log_file: PathBuf,
         run: RunSpec,
+        /// Started for requests, for a model hub.yaml leaves stopped.
+        on_demand: bool,
     },
     Ready,
     Stopping,
@@ -87,6 +89,11 @@ pub struct Job {
     pub cancel: watch::Receiver<bool>,
     /// The job stops a worker that failed (see [`crate::plan::stops_failed`]).
     pub stops_failed: bool,
+    /// The worker it starts runs for requests (`ModelPlan::on_demand`).
+    pub demand_started: bool,
+    /// Before a stop: the model's gateway lane (already closed to new requests), whose requests
+    /// in flight may finish for up to this long.
+    pub drain: Option<(Arc<crate::gateway::Lane>, Duration)>,
 }
 
 /// Why a step did not complete.
@@ -110,6 +117,12 @@ pub async fn run(mut job: Job, ctx: Arc<Context>) {
             update,
         });
     };
+    if let Some((lane, timeout)) = job.drain.take() {
+        let left = lane.drained(timeout).await;
+        if left > 0 {
+            tracing::warn!(model = %job.name, "{left} requests still in flight after the drain timeout of {timeout:?}: stopping anyway");
+        }
+    }
     for action in job.actions.clone() {
         let result = match &action {
             Action::Stop => stop(&job, &ctx, &send).await,
@@ -211,6 +224,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
         port,
         log_file: spawned.log_file.clone(),
         run: run.clone(),
+        on_demand: job.demand_started,
     });
     let url = engine::health_url(job.name.as_str(), &run, port, &ctx.hub_exe);
     let stop_command = engine::stop_argv(&run, &vars);

@@ -7,6 +7,7 @@ use tokio::task::JoinHandle;
 
 use super::{Reconciler, execute};
 use crate::config::{DesiredState, ModelSpec};
+use crate::observed::{MemoryState, ModelObserved, Phase};
 use crate::plan::{self, Action, ModelPlan};
 
 pub(super) struct InFlight {
@@ -20,10 +21,31 @@ pub(super) struct InFlight {
     /// Whether the job only loads weights into a running worker (an unload supersedes it).
     pub(super) only_load: bool,
     pub(super) cancel: watch::Sender<bool>,
+    /// Why the model's weights leave memory if this job frees them: `idle`, `evicted`,
+    /// `requested` or `spec_changed` (metrics, events).
+    pub(super) release: Option<&'static str>,
+}
+
+/// Why a plan takes a model's weights out of memory, if it does and they are in memory now.
+fn release_reason(model_plan: &ModelPlan, obs: &ModelObserved) -> Option<&'static str> {
+    let holds = obs.memory.state == MemoryState::Loaded || obs.worker.phase == Phase::Ready;
+    if !holds {
+        return None;
+    }
+    model_plan.actions.iter().find_map(|action| match action {
+        Action::Unload { why } => Some(why.as_str()),
+        Action::Stop => Some(model_plan.release.map_or("requested", |r| r.as_str())),
+        Action::Restart { .. } => Some("spec_changed"),
+        Action::Start | Action::Load => None,
+    })
 }
 
 impl Reconciler {
-    pub(super) fn launch(&mut self, model_plan: &ModelPlan) {
+    pub(super) fn launch(
+        &mut self,
+        model_plan: &ModelPlan,
+        drain: Option<(std::sync::Arc<crate::gateway::Lane>, std::time::Duration)>,
+    ) {
         let name = model_plan.name.clone();
         let spec: Option<ModelSpec> = self.desired.models.get(&name).cloned();
         let starts = model_plan
@@ -36,6 +58,7 @@ impl Reconciler {
         };
         let obs = self.observed.models.entry(name.clone()).or_default();
         obs.busy = true;
+        let release = release_reason(model_plan, obs);
         let (cancel, cancelled) = watch::channel(false);
         let job = execute::Job {
             name: name.clone(),
@@ -49,6 +72,8 @@ impl Reconciler {
             log_dir: self.desired.settings.log_path.clone(),
             cancel: cancelled,
             stops_failed: plan::stops_failed(model_plan),
+            demand_started: model_plan.on_demand,
+            drain,
         };
         let spec = job.spec.clone();
         let task = tokio::spawn(execute::run(job, self.executor.clone()));
@@ -61,6 +86,7 @@ impl Reconciler {
                 spec,
                 only_load: model_plan.actions == [Action::Load],
                 cancel,
+                release,
             },
         );
     }

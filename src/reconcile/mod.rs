@@ -6,8 +6,9 @@
 //! It is never told *why* it runs, so every pass is idempotent. Actions run as tasks that report
 //! back as events; reads never wait for them.
 
-mod clock;
+
 mod commands;
+mod demand;
 mod desired;
 mod execute;
 mod launch;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use crate::config::{Desired, ModelName, Rejection};
 use crate::engine::Probe;
 use crate::events::Journal;
+use crate::gateway::{Gateway, Signal};
 use crate::observed::{ModelObserved, Observed, Phase};
 use crate::plan::{self, OverrideChange, Plan, Wait};
 use crate::retry::Backoff;
@@ -39,7 +41,7 @@ use crate::status::{self, RejectedEdit, Report, Status};
 use crate::supervisor::Exit;
 use crate::wire::{ModelCommandReply as ModelReply, Verb};
 
-pub use clock::Clock;
+pub use crate::clock::Clock;
 use desired::Applied;
 pub use desired::check_live_ports;
 pub use execute::Update;
@@ -81,6 +83,11 @@ pub enum Event {
     },
     /// A worker process exited, expectedly or not.
     Exit(Exit),
+    /// The gateway: requests for this model began to queue, or its last request ended while the
+    /// loop waited for that.
+    Requests {
+        name: ModelName,
+    },
     /// A ready worker's periodic health probe.
     Health {
         name: ModelName,
@@ -148,6 +155,8 @@ pub struct Handle {
     pub reread: Arc<Notify>,
     /// The loop's clock, so a dry run plans at the time the loop would.
     pub clock: Clock,
+    /// The lanes the gateway admits requests through; the loop opens and closes them.
+    pub gateway: Arc<Gateway>,
 }
 
 impl Handle {
@@ -186,7 +195,10 @@ pub struct Reconciler {
     trigger: Trigger,
     in_flight: HashMap<ModelName, InFlight>,
     probing: HashMap<ModelName, Probing>,
+    /// When each load in flight began, for the load-time histogram.
+    loading_since: HashMap<ModelName, crate::observed::Time>,
     journal: Arc<Journal>,
+    gateway: Arc<Gateway>,
     executor: Arc<execute::Context>,
     publish: watch::Sender<Arc<Snapshot>>,
     reread: Arc<Notify>,
@@ -228,6 +240,16 @@ pub fn start(
     });
     let clock = Clock::new();
     let now = clock.now();
+    let (gateway, mut signals) = Gateway::new(clock);
+    let gateway = Arc::new(gateway);
+    let forward = events_tx.clone();
+    tokio::spawn(async move {
+        while let Some(Signal(name)) = signals.recv().await {
+            if forward.send(Event::Requests { name }).is_err() {
+                break;
+            }
+        }
+    });
     let desired = Arc::new(desired);
     let settings = desired.settings.clone();
     let executor = Arc::new(execute::Context {
@@ -282,7 +304,9 @@ pub fn start(
         trigger: Trigger::Startup,
         in_flight: HashMap::new(),
         probing: HashMap::new(),
+        loading_since: HashMap::new(),
         journal: journal.clone(),
+        gateway: gateway.clone(),
         executor,
         publish,
         reread: reread.clone(),
@@ -302,6 +326,7 @@ pub fn start(
         snapshot,
         reread,
         clock,
+        gateway,
     };
     (reconciler, events_rx, handle)
 }
@@ -374,6 +399,7 @@ impl Reconciler {
             }
             Event::Exit(exit) => self.on_exit(exit, now),
             Event::Health { name, pid, probe } => return self.on_health(name, pid, probe, now),
+            Event::Requests { .. } => {}
             Event::Shutdown { .. } => unreachable!("handled by run"),
         }
         true
@@ -383,6 +409,7 @@ impl Reconciler {
     fn pass(&mut self) {
         self.journal.count(|m| m.passes += 1);
         let now = self.clock.now();
+        self.sync_requests();
         let plan = plan::plan(&self.desired, &self.observed, now);
         for model_plan in &plan.models {
             let Some(obs) = self.observed.models.get_mut(&model_plan.name) else {
@@ -391,8 +418,11 @@ impl Reconciler {
             if model_plan.override_ == OverrideChange::Cleared {
                 obs.override_ = None;
             }
-            if matches!(model_plan.waiting, Some(Wait::GroupFull { .. })) && obs.load_requested {
-                tracing::warn!(model = %model_plan.name, "on-demand load dropped: its group is full");
+            if let Some(Wait::GroupFull { group }) = &model_plan.waiting
+                && obs.load_requested
+                && !plan::room_possible(&self.desired, group, &model_plan.name)
+            {
+                tracing::warn!(model = %model_plan.name, "on-demand load dropped: its group is full of pinned models");
                 obs.load_requested = false;
             }
         }
@@ -424,10 +454,13 @@ impl Reconciler {
             if Some(plan::wave(&model_plan.actions)) != wave {
                 continue;
             }
+            let demand::Gate::Go { drain } = self.gate(model_plan) else {
+                continue;
+            };
             if launched == 0 {
                 self.open_episode(false);
             }
-            self.launch(model_plan);
+            self.launch(model_plan, drain);
             launched += 1;
         }
         if self.episode.is_some() && self.in_flight.is_empty() && launched == 0 {
@@ -443,6 +476,7 @@ impl Reconciler {
         self.probing.retain(|name, _| live.contains(name));
         self.launch_probes();
         self.publish(&plan, now);
+        self.route_lanes(&plan, now);
         for reply in self.replies.drain(..) {
             reply();
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Reconciler, Trigger, Update, note, step};
+use super::{Reconciler, Trigger, Update, note, report, step};
 use crate::config::ModelName;
 use crate::events::EventKind;
 use crate::observed::Time;
@@ -23,6 +23,21 @@ pub(super) fn backoff(
     backoffs
         .entry(name)
         .or_insert_with(|| Backoff::new(crate::retry::MIN_DELAY, max))
+}
+
+/// Whether the model's weights are in memory: loaded, or (an engine without load/unload) its
+/// worker ready.
+fn holds_weights(obs: &crate::observed::ModelObserved) -> bool {
+    let memory_control = obs
+        .worker
+        .run
+        .as_ref()
+        .is_some_and(|r| r.engine.has_memory_control());
+    if memory_control {
+        obs.memory.state == crate::observed::MemoryState::Loaded
+    } else {
+        obs.worker.phase == crate::observed::Phase::Ready
+    }
 }
 
 impl Reconciler {
@@ -106,8 +121,26 @@ impl Reconciler {
                 }
             }
         }
-        let obs = self.observed.models.entry(name).or_default();
+        let obs = self.observed.models.entry(name.clone()).or_default();
+        let held = holds_weights(obs);
+        if matches!(update, Update::Memory(crate::observed::MemoryState::Loading)) {
+            self.loading_since.insert(name.clone(), now);
+        }
         step::apply(obs, &update, now, retry_at);
+        if held && !holds_weights(obs) {
+            let reason = self.in_flight.get(&name).and_then(|f| f.release);
+            report::released(&self.journal, now, &name, reason.unwrap_or("requested"));
+        }
+        let started_loading = match &update {
+            Update::Loaded { .. } => self.loading_since.remove(&name),
+            // An engine without load/unload loads by starting.
+            Update::Ready if !obs.worker.run.as_ref().is_some_and(|r| r.engine.has_memory_control()) => obs.worker.started_at,
+            _ => None,
+        };
+        if let Some(since) = started_loading {
+            let took = (now - since).try_into().unwrap_or_default();
+            self.journal.count(|m| m.load_seconds.entry(name.to_string()).or_default().observe(took));
+        }
     }
 
     pub(super) fn on_exit(&mut self, exit: Exit, now: Time) {
@@ -144,7 +177,11 @@ impl Reconciler {
             backoff.reset();
         }
         let retry_at = backoff.next().map(|d| now + d);
+        let held = holds_weights(obs);
         step::exited(obs, code, now, retry_at);
+        if held {
+            report::released(&self.journal, now, &exit.name, "crashed");
+        }
         self.trigger = Trigger::WorkerExit;
     }
 }

@@ -26,6 +26,20 @@ pub(super) fn note(
         kind: kind.as_str().to_string(),
         model: model.map(ToString::to_string),
         message,
+        reason: None,
+        report: None,
+    });
+}
+
+/// The model's weights left memory, and why: an event, and the count `/metrics` shows.
+pub(super) fn released(journal: &Journal, now: Time, model: &ModelName, reason: &'static str) {
+    journal.count(|m| *m.unloads.entry((model.to_string(), reason)).or_default() += 1);
+    journal.record(HubEvent {
+        time: rfc3339(now),
+        kind: EventKind::Memory.as_str().to_string(),
+        model: Some(model.to_string()),
+        message: format!("released from memory ({reason})"),
+        reason: Some(reason.to_string()),
         report: None,
     });
 }
@@ -126,6 +140,7 @@ impl Reconciler {
                 "generation {} reconciled ({}) in {:.1} ms",
                 report.generation, report.trigger, report.duration_ms
             ),
+            reason: None,
             report: Some(report.clone()),
         });
     }

@@ -18,6 +18,7 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
             port,
             log_file,
             run,
+            on_demand,
         } => {
             obs.worker.phase = Phase::Starting;
             obs.worker.pid = Some(*pid);
@@ -27,6 +28,7 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
             obs.worker.log_file = Some(log_file.clone());
             obs.worker.run = Some(run.clone());
             obs.worker.crashed = false;
+            obs.worker.on_demand = *on_demand;
             obs.memory = Default::default();
             obs.unload_requested = false;
         }
@@ -46,6 +48,7 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
             }
             obs.worker.pid = None;
             obs.worker.start_time = None;
+            obs.worker.on_demand = false;
             obs.memory = Default::default();
             obs.unload_requested = false;
         }
@@ -118,6 +121,8 @@ pub fn exited(obs: &mut ModelObserved, code: i32, now: Time, retry_at: Option<Ti
     obs.worker.pid = None;
     obs.worker.start_time = None;
     obs.worker.crashed = true;
+    // A worker started for requests comes back only for new ones.
+    obs.worker.on_demand = false;
     obs.memory = Default::default();
     obs.error = Some(ActionError {
         action: "run",

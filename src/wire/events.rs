@@ -12,6 +12,10 @@ pub struct HubEvent {
     pub kind: String,
     pub model: Option<String>,
     pub message: String,
+    /// For a `memory` event in which a model's weights left memory: why (`idle`, `evicted`,
+    /// `requested`, `crashed`, `spec_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// For `reconcile` events: the finished reconcile's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,

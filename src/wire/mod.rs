@@ -6,13 +6,14 @@
 //! One file per group of endpoints, as in `api`: `config.rs` plan, apply, reload and shutdown;
 //! `models.rs` one model and the imperative calls; `status.rs` the `GET /hub/status` document;
 //! `events.rs` the event stream; `logs.rs` worker logs; `probes.rs` `/health` and `/ready`;
-//! `error.rs` the one error envelope.
+//! `error.rs` the one error envelope; `openai.rs` the gateway's own answers.
 
 mod config;
 mod error;
 mod events;
 mod logs;
 mod models;
+mod openai;
 mod probes;
 mod status;
 
@@ -24,6 +25,7 @@ pub use error::{Envelope, ErrorBody, ErrorKind, ProblemSchema};
 pub use events::{EventsQuery, HubEvent, LAGGED_EVENT};
 pub use logs::{DEFAULT_TAIL, LOG_OFFSET_HEADER, LogsQuery, MAX_TAIL};
 pub use models::{ModelCommandReply, ModelDetail};
+pub use openai::{ModelEntry, ModelList, OpenAiError, OpenAiErrorBody};
 pub use probes::{Health, Ready};
 pub use status::{
     ConfigStatus, Counts, FailedAction, GroupStatus, MemoryPhase, MemoryStatus, ModelStatus,

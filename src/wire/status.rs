@@ -109,6 +109,13 @@ pub struct ModelStatus {
     pub override_: Option<OverrideStatus>,
     pub error: Option<String>,
     pub next_retry_at: Option<String>,
+    /// Whether a request through `/v1` may start or load it (hub.yaml's `on_demand`).
+    #[serde(default = "yes")]
+    pub on_demand: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -123,6 +130,9 @@ pub struct WorkerStatus {
     pub exit_code: Option<i32>,
     pub exited_at: Option<String>,
     pub log_file: Option<String>,
+    /// Started for requests, for a model hub.yaml leaves stopped: stopped again once idle.
+    #[serde(default)]
+    pub on_demand: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,9 +143,12 @@ pub struct MemoryStatus {
     pub loaded_at: Option<String>,
     pub last_activity: Option<String>,
     pub unload_at: Option<String>,
-    /// Requests the worker is serving now, if its engine reports activity.
+    /// Requests being served now: through the gateway, or as the worker reports.
     #[serde(default)]
     pub in_flight: u32,
+    /// Requests waiting in the gateway for this model to start, load or get room.
+    #[serde(default)]
+    pub queued: u32,
 }
 
 /// A worker's phase as the status shows it: the loop's, and `backoff` for a failed worker that
