@@ -400,7 +400,21 @@ pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {
                 .build(),
         )
     };
-    for item in doc.paths.paths.values_mut() {
+    let openai_error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("OpenAiError")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let gateway = is_gateway(path);
         let operations = [
             (Method::GET, &mut item.get),
             (Method::HEAD, &mut item.head),
@@ -412,6 +426,25 @@ pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
             let responses = &mut operation.responses.responses;
+            if gateway {
+                responses.insert(
+                    "403".to_string(),
+                    openai_error("On a loopback bind: the Host is not localhost, a loopback IP or an allowed host; or the request comes from a web page of another origin"),
+                );
+                responses.insert(
+                    "401".to_string(),
+                    openai_error("HUB_API_KEYS or HUB_TOKEN is set and the request lacks `Authorization: Bearer` with one of them (`invalid_api_key`)"),
+                );
+                responses.insert(
+                    "413".to_string(),
+                    openai_error("The body is over the gateway's limit (`request_too_large`)"),
+                );
+                operation.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                continue;
+            }
             responses.insert(
                 "403".to_string(),
                 envelope(if is_read(&method) {

@@ -34,10 +34,6 @@ const STOP_TIMEOUT_MIN: (Duration, &str) = (
     Duration::from_millis(100),
     "the worker, and its stop_command, would be killed before they could stop it",
 );
-const IDLE_MIN: (Duration, &str) = (
-    Duration::from_secs(1),
-    "weights would be unloaded between a client's requests",
-);
 const GATEWAY_TIMEOUT_MIN: (Duration, &str) = (
     Duration::from_millis(100),
     "no request could be served in time",
@@ -57,7 +53,7 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
 
     let api_port = hub.port.unwrap_or(DEFAULT_PORT);
     let default_idle = match &hub.idle_unload_after {
-        Some(text) => duration(text, Some(IDLE_MIN)).unwrap_or_else(|message| {
+        Some(text) => duration(text, None).unwrap_or_else(|message| {
             problem("/idle_unload_after".to_string(), message);
             DEFAULT_IDLE_UNLOAD_AFTER
         }),
@@ -218,7 +214,7 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
         }
 
         let idle_unload_after = match &model.idle_unload_after {
-            Some(text) => match duration(text, Some(IDLE_MIN)) {
+            Some(text) => match duration(text, None) {
                 Ok(d) => Some(d),
                 Err(message) => {
                     problem(at("idle_unload_after"), message);

@@ -415,6 +415,7 @@ fn updates(
         port: 47850,
         log_file: "m.log".into(),
         run: run.expect("a start has a spec").clone(),
+        on_demand: model_plan.on_demand,
     };
     let mut steps = match action {
         Action::Start => vec![spawned(), Update::Ready],
@@ -703,7 +704,7 @@ fn a_model_serving_a_request_is_not_evicted() {
         .collect();
     expect![[r#"
         = alpha  unchanged
-        = beta  unchanged
+        = beta  unchanged [yields to a waiting model]
         = gamma  unchanged [group "g" is full]"#]]
     .assert_eq(&lines.join("\n"));
 }

@@ -181,6 +181,7 @@ fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
             exit_code: None,
             exited_at: None,
             log_file: Some(format!("/var/log/hub/{name}.log")),
+            on_demand: false,
         },
         memory: MemoryStatus {
             state: word(memory),
@@ -188,11 +189,13 @@ fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
             last_activity: None,
             unload_at: None,
             in_flight: 0,
+            queued: 0,
         },
         in_sync: true,
         override_: None,
         error: None,
         next_retry_at: None,
+        on_demand: true,
     }
 }
 
@@ -364,6 +367,7 @@ fn the_event_lines() {
         kind: kind.to_string(),
         model: model.map(ToString::to_string),
         message: message.to_string(),
+        reason: None,
         report: None,
     };
     let mut reconcile = event(
