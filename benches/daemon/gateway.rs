@@ -274,25 +274,30 @@ pub async fn gateway(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             ),
             &format!("{}; {sides}{failed}{shortfall}", spread(&ratio, percent)),
             &format!(">= {:.0}%", HUB_PER_NGINX_TARGET * 100.0),
-            verdict(enough && ratio.len() > 0 && ratio.median() >= HUB_PER_NGINX_TARGET),
+            verdict(enough && all_ran(&broken) && ratio.median() >= HUB_PER_NGINX_TARGET),
         );
+        // Under load a proxy's p50 is mostly queueing behind its own throughput (Little's law:
+        // p50 ~ connections / requests per second), so the target is judged on one connection
+        // below; these are shown for completeness.
+        let added_loaded = paired(&loaded, Side::Hub, Side::Direct, |h, d| h.p50_ms - d.p50_ms);
+        let per_side = SIDES
+            .iter()
+            .map(|&side| {
+                format!(
+                    "{} {} / {}",
+                    side.name(),
+                    ms(of(&loaded, side, |w| w.p50_ms).median()),
+                    ms(of(&loaded, side, |w| w.p99_ms).median())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         row(
             PART,
             &format!(
-                "non-streaming chat (-c{connections}): p50 / p99 per side, medians of the rounds"
+                "non-streaming chat (-c{connections}): hub's added p50 over direct (min-max); p50 / p99 per side, medians of the rounds"
             ),
-            &SIDES
-                .iter()
-                .map(|&side| {
-                    format!(
-                        "{} {} / {}",
-                        side.name(),
-                        ms(of(&loaded, side, |w| w.p50_ms).median()),
-                        ms(of(&loaded, side, |w| w.p99_ms).median())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
+            &format!("{}; {per_side}", spread(&added_loaded, ms)),
             "-",
             "-",
         );
@@ -318,7 +323,7 @@ pub async fn gateway(seconds: u64, rounds: u64) -> anyhow::Result<()> {
                 ms(of(&single, Side::Hub, |w| w.p99_ms).median()),
             ),
             &format!("< {ADDED_P50_TARGET_MS} ms"),
-            verdict(enough && added.len() > 0 && added.median() < ADDED_P50_TARGET_MS),
+            verdict(enough && all_ran(&broken) && added.median() < ADDED_P50_TARGET_MS),
         );
     } else {
         row(
@@ -374,7 +379,7 @@ pub async fn gateway(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             failed_sides(&broken)
         ),
         &format!(">= {:.0}%", HUB_PER_NGINX_TARGET * 100.0),
-        verdict(enough && ratio.len() > 0 && ratio.median() >= HUB_PER_NGINX_TARGET),
+        verdict(enough && all_ran(&broken) && ratio.median() >= HUB_PER_NGINX_TARGET),
     );
     for side in SIDES {
         if let Some(error) = &broken[side.index()] {
@@ -416,6 +421,11 @@ pub async fn gateway(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// Whether every side ran every round: a ratio over the rounds before a side broke does not pass.
+fn all_ran(broken: &[Option<String>; 3]) -> bool {
+    broken.iter().all(Option::is_none)
 }
 
 /// `; hub failed: ...` for each side that could not be measured (its figures are missing).
