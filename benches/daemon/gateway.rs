@@ -347,7 +347,7 @@ pub async fn gateway(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             }
             match streams(&streaming, &urls[side.index()], seconds).await {
                 Ok(tokens_per_second) => {
-                    println!("  {}: {tokens_per_second:.0} tokens/s", urls[side.index()]);
+                    println!("    {} {tokens_per_second:.0} tokens/s", side.name());
                     this[side.index()] = Some(tokens_per_second);
                 }
                 Err(e) => broken[side.index()] = Some(format!("{e:#}")),
