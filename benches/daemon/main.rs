@@ -23,10 +23,12 @@
 //! file with the same code. Run with `cargo bench --bench daemon`, or everything with `bench/run`.
 //! `HUB_BENCH_PARTS=2,5` picks parts (all by default); `HUB_BENCH_RUNS`, `HUB_BENCH_WRK_SECONDS`,
 //! `HUB_BENCH_ROUNDS` (at least 5 for a ratio to pass) and `HUB_BENCH_IDLE_SECONDS` shorten them;
-//! `HUB_BENCH_VERBOSE=1` prints every timed save.
+//! `HUB_BENCH_VERBOSE=1` prints every timed save and cold request. `HUB_BENCH_WRK_SECONDS` is
+//! also how long the gateway's streams and thrash run (its one-connection wrk runs half as long).
 //!
-//! One file per part (`save.rs`, `status_reads.rs`, `scale.rs`, `worker.rs`, `gateway.rs`); `daemon.rs` is the
-//! daemon under test; this file picks the parts, writes the configs and holds small helpers.
+//! One file per part (`save.rs`, `status_reads.rs`, `scale.rs`, `worker.rs`, `gateway.rs`);
+//! `daemon.rs` is the daemon under test; this file picks the parts, writes the configs and holds
+//! small helpers.
 
 #[path = "../support/mod.rs"]
 mod support;
