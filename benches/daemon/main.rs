@@ -10,17 +10,25 @@
 //!    the median of the rounds, printed with its spread.
 //! 4. Scale: 1,000 models with 200 workers: time to converge from cold, idle RSS and CPU.
 //! 5. The built-in worker: spawn to healthy, and loading a 100 MB file.
+//! 6. The gateway: one worker reached directly, through nginx `proxy_pass` and through hub's
+//!    `/v1` by model name, in alternating rounds: small completions under wrk (requests per
+//!    second, and the added p50 on one connection), 64 concurrent streams (tokens per second);
+//!    a cold request's time to first token split into the worker's start and load and hub's
+//!    overhead; two models thrashing one `max_loaded: 1` slot under 100 clients (swaps, lost
+//!    requests).
 //!
 //! The split of a save comes from the status the daemon publishes (`config.applied_at`, each
 //! worker's `started_at`, `last_reconcile.finished_at`; microseconds) and the time of the
 //! write; validate and plan are too short to see there and are timed in this process on the same
 //! file with the same code. Run with `cargo bench --bench daemon`, or everything with `bench/run`.
-//! `HUB_BENCH_PARTS=2,5` picks parts; `HUB_BENCH_RUNS`, `HUB_BENCH_WRK_SECONDS`,
+//! `HUB_BENCH_PARTS=2,5` picks parts (all by default); `HUB_BENCH_RUNS`, `HUB_BENCH_WRK_SECONDS`,
 //! `HUB_BENCH_ROUNDS` (at least 5 for a ratio to pass) and `HUB_BENCH_IDLE_SECONDS` shorten them;
-//! `HUB_BENCH_VERBOSE=1` prints every timed save.
+//! `HUB_BENCH_VERBOSE=1` prints every timed save and cold request. `HUB_BENCH_WRK_SECONDS` is
+//! also how long the gateway's streams and thrash run (its one-connection wrk runs half as long).
 //!
-//! One file per part (`save.rs`, `status_reads.rs`, `scale.rs`, `worker.rs`); `daemon.rs` is the
-//! daemon under test; this file picks the parts, writes the configs and holds small helpers.
+//! One file per part (`save.rs`, `status_reads.rs`, `scale.rs`, `worker.rs`, `gateway.rs`);
+//! `daemon.rs` is the daemon under test; this file picks the parts, writes the configs and holds
+//! small helpers.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -29,6 +37,7 @@ mod support;
 mod harness;
 
 mod daemon;
+mod gateway;
 mod save;
 mod scale;
 mod status_reads;
@@ -64,7 +73,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let parts = std::env::var("HUB_BENCH_PARTS").unwrap_or_else(|_| "2,3,4,5".to_string());
+    let parts = std::env::var("HUB_BENCH_PARTS").unwrap_or_else(|_| "2,3,4,5,6".to_string());
     let wanted = |part: &str| parts.split(',').any(|p| p.trim() == part);
     let runs = env_number("HUB_BENCH_RUNS", 20);
     let wrk_seconds = env_number("HUB_BENCH_WRK_SECONDS", 10);
@@ -92,6 +101,9 @@ async fn run() -> ExitCode {
     }
     if wanted("5") {
         report("5 built-in worker", worker::builtin_worker(runs).await);
+    }
+    if wanted("6") {
+        report(gateway::PART, gateway::gateway(wrk_seconds, rounds).await);
     }
     if failed {
         ExitCode::FAILURE

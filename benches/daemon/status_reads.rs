@@ -276,13 +276,27 @@ pub async fn worker_actions(hub: &Daemon) -> anyhow::Result<WorkerActions> {
 
 /// What wrk measured.
 pub struct Wrk {
-    rps: f64,
-    p99_ms: f64,
-    errors: Vec<String>,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// wrk's `Non-2xx` and `Socket errors` lines.
+    pub errors: Vec<String>,
 }
 
-pub async fn wrk(url: &str, threads: u64, connections: u64, seconds: u64) -> anyhow::Result<Wrk> {
-    let output = tokio::process::Command::new("wrk")
+/// wrk on `url`, with a Lua `script` (`-s`) if given, such as one that makes every request a
+/// POST.
+pub async fn wrk_with(
+    url: &str,
+    threads: u64,
+    connections: u64,
+    seconds: u64,
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<Wrk> {
+    let mut command = tokio::process::Command::new("wrk");
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
@@ -294,22 +308,36 @@ pub async fn wrk(url: &str, threads: u64, connections: u64, seconds: u64) -> any
         .context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "wrk failed: {text}");
-    let result = parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))?;
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+/// [`wrk_with`], printing what it measured.
+pub async fn wrk(url: &str, threads: u64, connections: u64, seconds: u64) -> anyhow::Result<Wrk> {
+    let result = wrk_with(url, threads, connections, seconds, None).await?;
     println!(
-        "  {url}: {:.0} req/s, p99 {}",
+        "  {url} (-c{connections}): {:.0} req/s, p50 {}, p99 {}{}",
         result.rps,
-        ms(result.p99_ms)
+        ms(result.p50_ms),
+        ms(result.p99_ms),
+        if result.errors.is_empty() {
+            String::new()
+        } else {
+            format!(", errors: {}", result.errors.join("; "))
+        }
     );
     Ok(result)
 }
 
 pub fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
     let mut rps = None;
+    let mut p50 = None;
     let mut p99 = None;
     let mut errors = Vec::new();
     for line in text.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("Requests/sec:") {
             rps = Some(value.trim().parse::<f64>()?);
+        } else if let Some(value) = line.strip_prefix("50%") {
+            p50 = Some(wrk_duration_ms(value.trim())?);
         } else if let Some(value) = line.strip_prefix("99%") {
             p99 = Some(wrk_duration_ms(value.trim())?);
         } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
@@ -318,6 +346,7 @@ pub fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
     }
     Ok(Wrk {
         rps: rps.context("no Requests/sec line")?,
+        p50_ms: p50.context("no 50% line (was --latency passed?)")?,
         p99_ms: p99.context("no 99% line (was --latency passed?)")?,
         errors,
     })
@@ -351,22 +380,41 @@ impl Nginx {
         let dir = tempfile::tempdir()?;
         let root = dir.path();
         std::fs::create_dir_all(root.join("www/hub"))?;
-        std::fs::create_dir_all(root.join("temp"))?;
         std::fs::write(root.join("www/hub/status"), body)?;
         // nginx's workers may run as another user, who must be able to read the file.
         for path in [root, &root.join("www"), &root.join("www/hub")] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
         }
         let port = free_port()?;
+        let root_text = root.display();
+        // As served in production: sendfile, an open-file cache.
+        let http = format!(
+            "    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=16 inactive=60s;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root_text}/www;
+    }}
+"
+        );
+        Nginx::run(dir, &http, format!("http://127.0.0.1:{port}/hub/status"))
+    }
+
+    /// nginx with `http` (directives and server blocks) inside its `http` block, in `dir`, where
+    /// its config, pid file, logs and temp files go; `url` is what the benchmark reads.
+    pub fn run(dir: tempfile::TempDir, http: &str, url: String) -> anyhow::Result<Nginx> {
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("temp"))?;
         let user = if nix::unistd::geteuid().is_root() {
             "user root;"
         } else {
             ""
         };
         let root_text = root.display();
-        // As served in production: sendfile, no access log, long keep-alive (hub's server keeps
-        // connections as long as the client wants, so nginx may too). One worker process: wrk
-        // takes the other core of the 2-core machine the figures are taken on.
+        // No access log, long keep-alive (hub's server keeps connections as long as the client
+        // wants, so nginx may too). One worker process: wrk takes the other core of the 2-core
+        // machine the figures are taken on.
         let conf = format!(
             "{user}
 daemon off;
@@ -377,23 +425,16 @@ error_log {root_text}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
-    sendfile on;
-    tcp_nopush on;
     tcp_nodelay on;
     keepalive_timeout 65;
     keepalive_requests 1000000;
-    open_file_cache max=16 inactive=60s;
     default_type application/json;
     client_body_temp_path {root_text}/temp/body;
     proxy_temp_path {root_text}/temp/proxy;
     fastcgi_temp_path {root_text}/temp/fastcgi;
     uwsgi_temp_path {root_text}/temp/uwsgi;
     scgi_temp_path {root_text}/temp/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root_text}/www;
-    }}
-}}
+{http}}}
 "
         );
         let conf_path = root.join("nginx.conf");
@@ -410,11 +451,20 @@ http {{
             .stderr(std::fs::File::create(root.join("nginx.stderr"))?)
             .spawn()
             .context("cannot run nginx")?;
-        Ok(Nginx {
-            dir,
-            child,
-            url: format!("http://127.0.0.1:{port}/hub/status"),
-        })
+        Ok(Nginx { dir, child, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// What nginx said on stderr and in its error log, for an error message.
+    pub fn log(&self) -> String {
+        ["nginx.stderr", "error.log"]
+            .iter()
+            .filter_map(|name| std::fs::read_to_string(self.dir.path().join(name)).ok())
+            .collect::<Vec<_>>()
+            .join("")
     }
 
     /// Waits until nginx answers and returns what it serves.
@@ -427,9 +477,7 @@ http {{
                 return Ok(response.bytes().await?.to_vec());
             }
             if started.elapsed() > Duration::from_secs(10) {
-                let log = std::fs::read_to_string(self.dir.path().join("nginx.stderr"))
-                    .unwrap_or_default();
-                bail!("nginx did not answer within 10 s: {log}");
+                bail!("nginx did not answer within 10 s: {}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
