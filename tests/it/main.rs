@@ -9,6 +9,7 @@ mod diff_apply;
 mod docs;
 mod e2e;
 mod faults;
+mod gateway;
 mod golden;
 mod hostile;
 mod lifecycle;
