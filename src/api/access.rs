@@ -99,15 +99,12 @@ impl Access {
         method: &Method,
         path: &str,
         headers: &HeaderMap,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refused> {
         if is_gateway(path) {
-            self.check_host(headers).map_err(IntoResponse::into_response)?;
-            return self
-                .check_inference(headers)
-                .map_err(IntoResponse::into_response);
+            self.check_host(headers).map_err(Refused::Api)?;
+            return self.check_inference(headers).map_err(Refused::Gateway);
         }
-        self.check_management(method, headers)
-            .map_err(IntoResponse::into_response)
+        self.check_management(method, headers).map_err(Refused::Api)
     }
 
     /// On a loopback bind, the request must be addressed to this daemon.
@@ -194,7 +191,9 @@ impl Access {
             .api_keys
             .iter()
             .chain(self.token.as_ref())
-            .fold(false, |found, key| same(given.as_bytes(), key.as_bytes()) | found);
+            .fold(false, |found, key| {
+                same(given.as_bytes(), key.as_bytes()) | found
+            });
         if !matched {
             return Err(GatewayError::unauthorized(
                 "invalid API key: it is not one of the daemon's HUB_API_KEYS (nor its HUB_TOKEN)",
@@ -225,6 +224,23 @@ impl Access {
 
     fn is_allowed(&self, name: &str) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed == name)
+    }
+}
+
+/// Why a request was refused before routing: in the management API's envelope, or the
+/// gateway's OpenAI shape.
+#[derive(Debug)]
+pub(super) enum Refused {
+    Api(ApiError),
+    Gateway(GatewayError),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Api(error) => error.into_response(),
+            Refused::Gateway(error) => error.into_response(),
+        }
     }
 }
 
@@ -439,10 +455,11 @@ pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {
                     "413".to_string(),
                     openai_error("The body is over the gateway's limit (`request_too_large`)"),
                 );
-                operation.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
+                operation.security =
+                    Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                        "bearer",
+                        Vec::<String>::new(),
+                    )]);
                 continue;
             }
             responses.insert(

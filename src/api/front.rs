@@ -55,7 +55,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
             self.access
                 .check(request.method(), request.uri().path(), request.headers())
         {
-            return answer(refused);
+            return answer(refused.into_response());
         }
         if gateway && announced_too_large(&request, super::openai::MAX_REQUEST_BYTES) {
             return answer(super::openai::GatewayError::too_large().into_response());
@@ -72,7 +72,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
         Either::Right(Box::pin(async move {
             let response = routed.await?;
             // A worker's answer is the worker's, errors included.
-            if response.extensions().get::<super::openai::Proxied>().is_some() {
+            if response
+                .extensions()
+                .get::<super::openai::Proxied>()
+                .is_some()
+            {
                 return Ok(response);
             }
             let response = if options {

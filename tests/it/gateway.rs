@@ -80,7 +80,10 @@ models:
     assert_eq!(starts(&hub, "alpha").await, 1, "one start for 50 requests");
     let model = hub.model("alpha").await;
     assert_eq!(model["worker"]["on_demand"], true, "{model:#}");
-    assert_eq!(model["desired"], "stopped", "hub.yaml is not changed: {model:#}");
+    assert_eq!(
+        model["desired"], "stopped",
+        "hub.yaml is not changed: {model:#}"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +215,10 @@ models:
     })
     .await;
     let gamma = hub.model("gamma").await;
-    assert_eq!(gamma["worker"]["phase"], "ready", "a running model's worker stays: {gamma:#}");
+    assert_eq!(
+        gamma["worker"]["phase"], "ready",
+        "a running model's worker stays: {gamma:#}"
+    );
     let alpha = hub.model("alpha").await;
     assert_eq!(alpha["memory"]["state"], "loaded", "pinned: {alpha:#}");
     let detail = hub.get("/hub/models/beta").await;
@@ -310,7 +316,10 @@ groups:
     }
     let (_, body) = post_chat(&hub, &chat("gamma", 2, false)).await;
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("on_demand: false"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on_demand: false"),
         "{body:#}"
     );
     // A load that fails: the model backs off, and requests are told when to come back.
@@ -441,26 +450,32 @@ models:
         })
         .await;
         hub.save_config(&BEFORE.replace("1s]", "1s], env: {CHANGED: \"1\"}"));
-        wait_until("the restart is planned and alpha stops taking requests", || {
-            let hub = &hub;
-            async move {
-                let models: Value = client()
-                    .get(format!("{}/v1/models", hub.url))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                (models["data"][0]["ready"] == false).then_some(())
-            }
-        })
+        wait_until(
+            "the restart is planned and alpha stops taking requests",
+            || {
+                let hub = &hub;
+                async move {
+                    let models: Value = client()
+                        .get(format!("{}/v1/models", hub.url))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    (models["data"][0]["ready"] == false).then_some(())
+                }
+            },
+        )
         .await;
         post_chat(&hub, &chat("alpha", 2, false)).await
     };
     let ((first, body), (second, second_body)) = tokio::join!(in_flight, change_and_ask);
     assert_eq!(first, 200, "the request in flight finished: {body:#}");
-    assert_eq!(second, 200, "the request during the drain waited: {second_body:#}");
+    assert_eq!(
+        second, 200,
+        "the request during the drain waited: {second_body:#}"
+    );
     let model = hub.model("alpha").await;
     assert_ne!(model["worker"]["pid"], old_pid, "restarted: {model:#}");
     assert_eq!(model["worker"]["restarts"], 1, "{model:#}");
