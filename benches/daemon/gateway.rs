@@ -621,8 +621,11 @@ async fn stream_once(
                 if data.trim_ascii() == b"[DONE]" {
                     return Ok((tokens, first));
                 }
-                tokens += 1;
-                first.get_or_insert_with(|| sent.elapsed());
+                // A token is a chunk with content; the last chunk only says why it ended.
+                if data.windows(9).any(|w| w == b"\"content\"") {
+                    tokens += 1;
+                    first.get_or_insert_with(|| sent.elapsed());
+                }
             }
         }
     }

@@ -276,9 +276,14 @@ impl Lane {
         &self.name
     }
 
-    /// Sets the route (the loop, after a pass); wakes the queue when it changes.
-    pub fn set_route(&self, route: Route) {
+    /// Sets the route (the loop, after a pass); wakes the queue when it changes. With
+    /// `wake_when_idle`, the loop waits for the requests in flight to end (a model that yields
+    /// its room) and is signalled when they have.
+    pub fn set_route(&self, route: Route, wake_when_idle: bool) {
         let mut state = self.state.lock().expect("lane lock");
+        if wake_when_idle && state.in_flight > 0 {
+            state.wake_when_idle = true;
+        }
         if state.route != route {
             state.route = route;
             drop(state);

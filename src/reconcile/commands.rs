@@ -38,7 +38,11 @@ impl Reconciler {
         };
         let loaded = obs.memory.state == MemoryState::Loaded;
         match (verb, target) {
-            (Verb::Stop, DesiredState::Stopped) => {}
+            // A worker that runs for requests stops now; the next request starts it again.
+            (Verb::Stop, DesiredState::Stopped) => {
+                obs.worker.on_demand = false;
+                obs.load_requested = false;
+            }
             (Verb::Stop, _) => {
                 set(obs, DesiredState::Stopped);
                 obs.load_requested = false;
@@ -54,7 +58,11 @@ impl Reconciler {
                 obs.unload_requested = false;
             }
             (Verb::Load, DesiredState::Loaded) => {}
-            (Verb::Unload, DesiredState::Stopped) => {}
+            (Verb::Unload, DesiredState::Stopped) if memory_control && obs.worker.on_demand => {
+                obs.load_requested = false;
+                obs.unload_requested = loaded;
+            }
+            (Verb::Unload, DesiredState::Stopped) => obs.worker.on_demand = false,
             (Verb::Unload, _) if !memory_control => set(obs, DesiredState::Stopped),
             (Verb::Unload, DesiredState::Loaded) => set(obs, DesiredState::Running),
             (Verb::Unload, DesiredState::Running) => {

@@ -68,6 +68,7 @@ impl Reconciler {
             std::sync::LazyLock::new(Default::default);
         for lane in self.gateway.lanes() {
             let name = lane.name().clone();
+            let model_plan = plan.get(name.as_str());
             let route = match self.desired.models.get(&name) {
                 None => Route::Refused(Refusal {
                     status: 404,
@@ -77,17 +78,12 @@ impl Reconciler {
                 }),
                 Some(spec) => {
                     let obs = self.observed.models.get(&name).unwrap_or(&NONE);
-                    route(
-                        &name,
-                        spec,
-                        obs,
-                        plan.get(name.as_str()),
-                        &self.desired,
-                        now,
-                    )
+                    route(&name, spec, obs, model_plan, &self.desired, now)
                 }
             };
-            set_route(&lane, route);
+            // A model that must give up its worker or weights waits for its requests to end.
+            let wake_when_idle = model_plan.is_some_and(takes_away);
+            lane.set_route(route, wake_when_idle);
         }
     }
 }
@@ -101,8 +97,14 @@ pub(super) enum Gate {
     Wait,
 }
 
-fn set_route(lane: &Lane, route: Route) {
-    lane.set_route(route);
+/// Whether the plan takes the model's worker or weights away (or has it yield its room), so its
+/// lane must not admit new requests.
+fn takes_away(model_plan: &ModelPlan) -> bool {
+    model_plan.yields
+        || model_plan
+            .actions
+            .iter()
+            .any(|a| a.frees_resources() || matches!(a, Action::Restart { .. }))
 }
 
 /// How a model's lane answers, from its spec, what is observed and its plan.
@@ -118,12 +120,7 @@ fn route(
     let servable = obs.worker.phase == Phase::Ready
         && !obs.busy
         && (!memory_control || obs.memory.state == MemoryState::Loaded);
-    let taken_away = model_plan.is_some_and(|p| {
-        p.yields
-            || p.actions
-                .iter()
-                .any(|a| a.frees_resources() || matches!(a, Action::Restart { .. }))
-    });
+    let taken_away = model_plan.is_some_and(takes_away);
     if servable
         && !taken_away
         && let Some(port) = obs.worker.port
