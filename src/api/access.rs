@@ -101,7 +101,8 @@ impl Access {
         headers: &HeaderMap,
     ) -> Result<(), Response> {
         if is_gateway(path) {
-            self.check_host(headers).map_err(IntoResponse::into_response)?;
+            self.check_host(headers)
+                .map_err(IntoResponse::into_response)?;
             return self
                 .check_inference(headers)
                 .map_err(IntoResponse::into_response);
@@ -194,7 +195,9 @@ impl Access {
             .api_keys
             .iter()
             .chain(self.token.as_ref())
-            .fold(false, |found, key| same(given.as_bytes(), key.as_bytes()) | found);
+            .fold(false, |found, key| {
+                same(given.as_bytes(), key.as_bytes()) | found
+            });
         if !matched {
             return Err(GatewayError::unauthorized(
                 "invalid API key: it is not one of the daemon's HUB_API_KEYS (nor its HUB_TOKEN)",
@@ -439,10 +442,11 @@ pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {
                     "413".to_string(),
                     openai_error("The body is over the gateway's limit (`request_too_large`)"),
                 );
-                operation.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
+                operation.security =
+                    Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                        "bearer",
+                        Vec::<String>::new(),
+                    )]);
                 continue;
             }
             responses.insert(

@@ -72,7 +72,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for App {
         Either::Right(Box::pin(async move {
             let response = routed.await?;
             // A worker's answer is the worker's, errors included.
-            if response.extensions().get::<super::openai::Proxied>().is_some() {
+            if response
+                .extensions()
+                .get::<super::openai::Proxied>()
+                .is_some()
+            {
                 return Ok(response);
             }
             let response = if options {

@@ -49,7 +49,12 @@ impl GatewayError {
     }
 
     pub(super) fn forbidden(message: String) -> Self {
-        GatewayError::new(StatusCode::FORBIDDEN, "permission_error", "forbidden", message)
+        GatewayError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "forbidden",
+            message,
+        )
     }
 
     pub(super) fn unauthorized(message: &str) -> Self {
@@ -75,7 +80,9 @@ impl GatewayError {
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "model_not_found",
-            format!("the model \"{model}\" does not exist: GET /v1/models lists the models of hub.yaml"),
+            format!(
+                "the model \"{model}\" does not exist: GET /v1/models lists the models of hub.yaml"
+            ),
         )
     }
 
@@ -89,7 +96,8 @@ impl GatewayError {
     }
 
     fn refused(refusal: Refusal) -> Self {
-        let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let status =
+            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let kind = match status {
             StatusCode::NOT_FOUND => "invalid_request_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
@@ -113,14 +121,19 @@ impl GatewayError {
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
                     "queue_full",
-                    format!("{max_queued} requests already wait for model \"{model}\" (hub.yaml's gateway.max_queued); try again shortly"),
+                    format!(
+                        "{max_queued} requests already wait for model \"{model}\" (hub.yaml's gateway.max_queued); try again shortly"
+                    ),
                 )
             },
             NotAdmitted::TimedOut { waited } => GatewayError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout_error",
                 "load_timeout",
-                format!("model \"{model}\" was not ready after {:.1}s (hub.yaml's gateway.queue_timeout): it is starting, loading or waiting for room in its group; `hub status {model}` shows why", waited.as_secs_f64()),
+                format!(
+                    "model \"{model}\" was not ready after {:.1}s (hub.yaml's gateway.queue_timeout): it is starting, loading or waiting for room in its group; `hub status {model}` shows why",
+                    waited.as_secs_f64()
+                ),
             ),
         }
     }
@@ -131,7 +144,9 @@ impl GatewayError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout_error",
                 "upstream_timeout",
-                format!("model \"{model}\"'s worker did not answer within {after:?} (hub.yaml's gateway.upstream_timeout)"),
+                format!(
+                    "model \"{model}\"'s worker did not answer within {after:?} (hub.yaml's gateway.upstream_timeout)"
+                ),
             ),
             ProxyError::Unreachable(why) => GatewayError::new(
                 StatusCode::BAD_GATEWAY,
@@ -477,8 +492,7 @@ fn form_field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
         let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
         let content = &rest[end + 4..];
         let is_field = head.lines().any(|line| {
-            line.starts_with("content-disposition:")
-                && line.split(';').any(|p| p.trim() == wanted)
+            line.starts_with("content-disposition:") && line.split(';').any(|p| p.trim() == wanted)
         });
         if is_field {
             let stop = find(content, format!("\r\n{delimiter}").as_bytes())?;
@@ -502,8 +516,14 @@ mod tests {
             model_in_json(br#"{"messages":[],"model":"alpha","stream":true}"#).unwrap(),
             "alpha"
         );
-        assert_eq!(model_in_json(br#"{"messages":[]}"#).unwrap_err().code, "invalid_request");
-        assert_eq!(model_in_json(b"not json").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            model_in_json(br#"{"messages":[]}"#).unwrap_err().code,
+            "invalid_request"
+        );
+        assert_eq!(
+            model_in_json(b"not json").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
 
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\x00\x01model\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--XyZ--\r\n";
         let mut headers = HeaderMap::new();

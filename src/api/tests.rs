@@ -57,7 +57,11 @@ fn the_openapi_document_covers_every_route_and_error() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let secured = operation["security"].is_array();
-            assert_eq!(secured, method == "post" || gateway(path), "{method} {path}");
+            assert_eq!(
+                secured,
+                method == "post" || gateway(path),
+                "{method} {path}"
+            );
         }
     }
     // What the guard answers is on every operation it can answer it for.

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::desired::{
-    DEFAULT_IDLE_UNLOAD_AFTER, Desired, Engine, GatewaySettings, Group, Health, HttpCall, ModelName, ModelSpec, RunSpec, Settings, is_slug,
-    parse_duration,
+    DEFAULT_IDLE_UNLOAD_AFTER, Desired, Engine, GatewaySettings, Group, Health, HttpCall,
+    ModelName, ModelSpec, RunSpec, Settings, is_slug, parse_duration,
 };
 use super::file::{
-    DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DesiredState, EngineFile,
-    GatewayFile, HttpCallFile, HttpMethod, HubFile, LogLevel,
+    DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DesiredState, EngineFile, GatewayFile,
+    HttpCallFile, HttpMethod, HubFile, LogLevel,
 };
 use super::problem::{Problem, display_path};
 use super::templates::{self, Rendered};
@@ -59,7 +59,10 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
         }),
         None => DEFAULT_IDLE_UNLOAD_AFTER,
     };
-    let gateway = gateway_settings(hub.gateway.as_ref().cloned().unwrap_or_default(), &mut problem);
+    let gateway = gateway_settings(
+        hub.gateway.as_ref().cloned().unwrap_or_default(),
+        &mut problem,
+    );
     let mut engines: BTreeMap<String, Arc<Engine>> = BTreeMap::new();
     let mut engine_sizes: HashMap<&str, EngineSizes> = HashMap::new();
     let builtin = Engine::builtin_shared();

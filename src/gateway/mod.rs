@@ -107,9 +107,13 @@ pub struct Demand {
 pub enum NotAdmitted {
     Refused(Refusal),
     /// `max_queued` requests already wait for this model.
-    QueueFull { max_queued: u32 },
+    QueueFull {
+        max_queued: u32,
+    },
     /// The model was not ready within the queue timeout.
-    TimedOut { waited: Duration },
+    TimedOut {
+        waited: Duration,
+    },
 }
 
 /// A request admitted to a model: counted in flight until dropped.

@@ -226,10 +226,14 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_not_forwarded() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close, X-Trace"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Trace"),
+        );
         headers.insert("x-trace", HeaderValue::from_static("1"));
         headers.insert("x-request-id", HeaderValue::from_static("2"));
-        let forwarded = |name: &str| !hop_by_hop(&HeaderName::from_bytes(name.as_bytes()).unwrap(), &headers);
+        let forwarded =
+            |name: &str| !hop_by_hop(&HeaderName::from_bytes(name.as_bytes()).unwrap(), &headers);
         assert!(!forwarded("connection"));
         assert!(!forwarded("transfer-encoding"));
         assert!(!forwarded("keep-alive"));

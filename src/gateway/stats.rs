@@ -56,7 +56,13 @@ pub struct Stats(Mutex<Figures>);
 
 impl Stats {
     pub fn answered(&self, status: u16) {
-        *self.0.lock().expect("stats lock").requests.entry(status).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .expect("stats lock")
+            .requests
+            .entry(status)
+            .or_default() += 1;
     }
 
     pub fn finished(&self, took: Duration) {
@@ -64,7 +70,11 @@ impl Stats {
     }
 
     pub fn waited(&self, waited: Duration) {
-        self.0.lock().expect("stats lock").queue_wait.observe(waited);
+        self.0
+            .lock()
+            .expect("stats lock")
+            .queue_wait
+            .observe(waited);
     }
 
     pub fn figures(&self) -> Figures {

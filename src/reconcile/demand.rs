@@ -39,7 +39,11 @@ impl Reconciler {
         let Some(lane) = self.gateway.get(model_plan.name.as_str()) else {
             return Gate::Go { drain: None };
         };
-        let Some(first) = model_plan.actions.iter().find(|a| a.frees_resources() || matches!(a, Action::Restart { .. })) else {
+        let Some(first) = model_plan
+            .actions
+            .iter()
+            .find(|a| a.frees_resources() || matches!(a, Action::Restart { .. }))
+        else {
             return Gate::Go { drain: None };
         };
         let waits_for_idle = matches!(first, Action::Unload { .. })
@@ -60,7 +64,8 @@ impl Reconciler {
 
     /// Tells every lane how to answer now that this pass is done.
     pub(super) fn route_lanes(&self, plan: &Plan, now: Time) {
-        static NONE: std::sync::LazyLock<ModelObserved> = std::sync::LazyLock::new(Default::default);
+        static NONE: std::sync::LazyLock<ModelObserved> =
+            std::sync::LazyLock::new(Default::default);
         for lane in self.gateway.lanes() {
             let name = lane.name().clone();
             let route = match self.desired.models.get(&name) {
@@ -72,7 +77,14 @@ impl Reconciler {
                 }),
                 Some(spec) => {
                     let obs = self.observed.models.get(&name).unwrap_or(&NONE);
-                    route(&name, spec, obs, plan.get(name.as_str()), &self.desired, now)
+                    route(
+                        &name,
+                        spec,
+                        obs,
+                        plan.get(name.as_str()),
+                        &self.desired,
+                        now,
+                    )
                 }
             };
             set_route(&lane, route);
@@ -165,10 +177,9 @@ fn refusal(
     }
     if let Some(until) = obs.next_retry_at.filter(|t| *t > now) {
         let seconds = (until - now).whole_seconds().max(0) as u64 + 1;
-        let why = obs
-            .error
-            .as_ref()
-            .map_or_else(String::new, |e| format!(": {} failed: {}", e.action, e.message));
+        let why = obs.error.as_ref().map_or_else(String::new, |e| {
+            format!(": {} failed: {}", e.action, e.message)
+        });
         return Some(unavailable(
             format!("model \"{name}\" is backing off after a failure{why}; retrying in {seconds}s"),
             Some(seconds),

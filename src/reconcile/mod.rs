@@ -6,7 +6,6 @@
 //! It is never told *why* it runs, so every pass is idempotent. Actions run as tasks that report
 //! back as events; reads never wait for them.
 
-
 mod commands;
 mod demand;
 mod desired;

@@ -123,7 +123,10 @@ impl Reconciler {
         }
         let obs = self.observed.models.entry(name.clone()).or_default();
         let held = holds_weights(obs);
-        if matches!(update, Update::Memory(crate::observed::MemoryState::Loading)) {
+        if matches!(
+            update,
+            Update::Memory(crate::observed::MemoryState::Loading)
+        ) {
             self.loading_since.insert(name.clone(), now);
         }
         step::apply(obs, &update, now, retry_at);
@@ -134,12 +137,25 @@ impl Reconciler {
         let started_loading = match &update {
             Update::Loaded { .. } => self.loading_since.remove(&name),
             // An engine without load/unload loads by starting.
-            Update::Ready if !obs.worker.run.as_ref().is_some_and(|r| r.engine.has_memory_control()) => obs.worker.started_at,
+            Update::Ready
+                if !obs
+                    .worker
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.engine.has_memory_control()) =>
+            {
+                obs.worker.started_at
+            }
             _ => None,
         };
         if let Some(since) = started_loading {
             let took = (now - since).try_into().unwrap_or_default();
-            self.journal.count(|m| m.load_seconds.entry(name.to_string()).or_default().observe(took));
+            self.journal.count(|m| {
+                m.load_seconds
+                    .entry(name.to_string())
+                    .or_default()
+                    .observe(took)
+            });
         }
     }
 
