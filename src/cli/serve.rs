@@ -222,6 +222,28 @@ fn init_tracing(log_path: &std::path::Path, level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The gateway's inference keys: HUB_API_KEYS (comma separated) and the keys file's lines.
+fn api_keys(file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<String> = std::env::var("HUB_API_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the API keys file {}", file.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::StderrStyle;
@@ -268,26 +290,4 @@ mod tests {
             plain(false, true)
         );
     }
-}
-
-/// The gateway's inference keys: HUB_API_KEYS (comma separated) and the keys file's lines.
-fn api_keys(file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
-    let mut keys: Vec<String> = std::env::var("HUB_API_KEYS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(String::from)
-        .collect();
-    if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the API keys file {}", file.display()))?;
-        keys.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(String::from),
-        );
-    }
-    Ok(keys)
 }
