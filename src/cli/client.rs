@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{DEFAULT_HOST, DEFAULT_PORT};
-use crate::wire::{CLIENT_HEADER, Envelope};
+use crate::wire::{CLIENT_HEADER, Envelope, OpenAiError};
 
 pub struct Client {
     base: String,
@@ -32,6 +32,12 @@ impl Client {
                 .expect("a plain HTTP client always builds"),
             token: std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty()),
         }
+    }
+
+    /// This client, sending `token` (if any) instead of `HUB_TOKEN`.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -123,15 +129,33 @@ impl Client {
             return Ok(response);
         }
         let bytes = response.bytes().await.context("cannot read hub's answer")?;
+        // hub's envelope, or the gateway's OpenAI-shaped one (`/v1`).
         let message = match serde_json::from_slice::<Envelope>(&bytes) {
             Ok(envelope) => format!("{} ({})", envelope.error.message, status),
-            Err(_) => format!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
+            Err(_) => match serde_json::from_slice::<OpenAiError>(&bytes) {
+                Ok(error) => format!("{} ({})", error.error.message, status),
+                Err(_) => format!("hub answered {status}: {}", String::from_utf8_lossy(&bytes)),
+            },
         };
         Err(anyhow!(Refused {
             status: status.as_u16(),
             message
         }))
     }
+}
+
+/// The key for the gateway's own reads (`GET /v1/models`): `HUB_TOKEN`, which opens `/v1` too,
+/// else the first of `HUB_API_KEYS` (comma separated, as the daemon reads it).
+pub fn gateway_key() -> Option<String> {
+    let token = std::env::var("HUB_TOKEN").ok().filter(|t| !t.is_empty());
+    token.or_else(|| {
+        std::env::var("HUB_API_KEYS").ok().and_then(|keys| {
+            keys.split(',')
+                .map(str::trim)
+                .find(|k| !k.is_empty())
+                .map(ToString::to_string)
+        })
+    })
 }
 
 /// The daemon answered, with an error status.

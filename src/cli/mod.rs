@@ -51,6 +51,8 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Show the daemon's status.
     Status(status::StatusArgs),
+    /// List the models clients can ask the gateway for, and whether a request would wait.
+    Models(status::ModelsArgs),
     /// Print events live: every model state change and reconcile report.
     Watch(watch::WatchArgs),
     /// Print a model's worker log (-f: keep following it).
@@ -142,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::run(args, url).await,
         Command::Apply(args) => apply::run(args, url).await,
         Command::Status(args) => status::run(args, url).await,
+        Command::Models(args) => status::models(args, url).await,
         Command::Watch(args) => watch::run(args, url).await,
         Command::Logs(args) => logs::run(args, url).await,
         Command::Start(args) => daemon::start(args, url).await,

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::wire::{
-    HubEvent, ModelStatus, Outcome, PlanReply, PlannedModel, Report, Status, WorkerPhase,
+    HubEvent, ModelList, ModelStatus, Outcome, PlanReply, PlannedModel, Report, Status, WorkerPhase,
 };
 
 /// ANSI colours, only when asked for (stdout is a terminal and `NO_COLOR` is unset).
@@ -50,10 +50,20 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         }
     }
     let header = [
-        "NAME", "DESIRED", "PHASE", "MEMORY", "PID", "PORT", "UPTIME", "RESTARTS", "GROUP",
+        "NAME",
+        "DESIRED",
+        "PHASE",
+        "MEMORY",
+        "IN-FLIGHT",
+        "QUEUED",
+        "PID",
+        "PORT",
+        "UPTIME",
+        "RESTARTS",
+        "GROUP",
         "IN-SYNC",
     ];
-    let rows: Vec<[String; 10]> = status.models.iter().map(|m| row(m, now)).collect();
+    let rows: Vec<[String; 12]> = status.models.iter().map(|m| row(m, now)).collect();
     out.push_str(&table(&header, &rows));
     for model in &status.models {
         if let Some(error) = &model.error {
@@ -69,6 +79,42 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         out.push_str(&format!("warning: {warning}\n"));
     }
     out
+}
+
+/// `hub models`: what a client of the gateway can ask for, and whether it would wait.
+pub fn models_table(list: &ModelList) -> String {
+    let header = [
+        "MODEL",
+        "TYPE",
+        "GROUP",
+        "DESIRED",
+        "PHASE",
+        "MEMORY",
+        "READY",
+        "ON-DEMAND",
+        "IN-FLIGHT",
+        "QUEUED",
+    ];
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let rows: Vec<[String; 10]> = list
+        .data
+        .iter()
+        .map(|m| {
+            [
+                m.id.clone(),
+                m.model_type.clone().unwrap_or_else(|| "-".to_string()),
+                m.group.clone().unwrap_or_else(|| "-".to_string()),
+                m.desired.clone(),
+                m.phase.clone(),
+                m.memory.clone(),
+                yes_no(m.ready),
+                yes_no(m.on_demand),
+                m.in_flight.to_string(),
+                m.queued.to_string(),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
 }
 
 /// Left-aligned columns two spaces apart, trailing spaces trimmed.
@@ -96,7 +142,7 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
-fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 10] {
+fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 12] {
     let dash = || "-".to_string();
     let uptime = m
         .worker
@@ -105,15 +151,21 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 10] {
         .filter(|_| m.worker.phase == WorkerPhase::Ready)
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
         .map_or_else(dash, |t| human_duration((now - t).whole_seconds()));
-    let desired = match &m.override_ {
+    let mut desired = match &m.override_ {
         Some(o) => format!("{} (override: {})", m.desired, o.state),
         None => m.desired.clone(),
     };
+    // A worker that requests started, for a model hub.yaml leaves stopped: not drift.
+    if m.worker.on_demand {
+        desired.push_str(" (on demand)");
+    }
     [
         m.name.clone(),
         desired,
         m.worker.phase.to_string(),
         m.memory.state.to_string(),
+        m.memory.in_flight.to_string(),
+        m.memory.queued.to_string(),
         m.worker.pid.map_or_else(dash, |p| p.to_string()),
         m.worker.port.map_or_else(dash, |p| p.to_string()),
         uptime,

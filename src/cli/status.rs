@@ -1,5 +1,5 @@
 //! `hub status`: a table of every model (or the named ones, with their recent events), or the
-//! status JSON.
+//! status JSON. `hub models`: what a client of the gateway can ask for (`GET /v1/models`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,10 +8,10 @@ use anyhow::bail;
 use time::OffsetDateTime;
 
 use super::FileArg;
-use super::client::Client;
+use super::client::{self, Client};
 use super::render;
 use crate::config::ModelName;
-use crate::wire::{ModelDetail, Status};
+use crate::wire::{ModelDetail, ModelList, Status};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -63,6 +63,38 @@ pub async fn run(args: StatusArgs, url: Option<String>) -> anyhow::Result<ExitCo
                     render::model_events(name.as_str(), &detail.events)
                 )?;
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    file: FileArg,
+    /// Output format (json: the daemon's `/v1/models` answer as it is).
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// `hub models`: every model of hub.yaml as the gateway lists it, with whether a request would be
+/// served now or wait for a start or load.
+pub async fn models(args: ModelsArgs, url: Option<String>) -> anyhow::Result<ExitCode> {
+    // `/v1` takes an inference key as well as the token.
+    let client = Client::new(url, &args.file.file).with_token(client::gateway_key());
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Format::Json => {
+            let no_query: [(&str, &str); 0] = [];
+            let (body, _) = client.get_raw("/v1/models", &no_query).await?;
+            out.write_all(&body)?;
+            if !body.ends_with(b"\n") {
+                writeln!(out)?;
+            }
+        }
+        Format::Table => {
+            let list: ModelList = client.get("/v1/models").await?;
+            write!(out, "{}", render::models_table(&list))?;
         }
     }
     Ok(ExitCode::SUCCESS)

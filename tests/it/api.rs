@@ -318,7 +318,10 @@ async fn metrics_are_prometheus_text() {
             helped.insert(rest.split(' ').next().unwrap().to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+            assert!(
+                ["counter", "gauge", "summary", "histogram"].contains(&kind),
+                "{line}"
+            );
             typed.insert(name.to_string());
         } else {
             let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
@@ -333,6 +336,7 @@ async fn metrics_are_prometheus_text() {
             let family = name
                 .strip_suffix("_sum")
                 .or_else(|| name.strip_suffix("_count"))
+                .or_else(|| name.strip_suffix("_bucket"))
                 .filter(|f| typed.contains(*f))
                 .unwrap_or(name);
             assert!(

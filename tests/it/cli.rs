@@ -170,7 +170,17 @@ async fn status_shows_a_table_json_and_a_models_events() {
     assert_eq!(
         header.split_whitespace().collect::<Vec<_>>(),
         [
-            "NAME", "DESIRED", "PHASE", "MEMORY", "PID", "PORT", "UPTIME", "RESTARTS", "GROUP",
+            "NAME",
+            "DESIRED",
+            "PHASE",
+            "MEMORY",
+            "IN-FLIGHT",
+            "QUEUED",
+            "PID",
+            "PORT",
+            "UPTIME",
+            "RESTARTS",
+            "GROUP",
             "IN-SYNC"
         ]
     );
@@ -185,6 +195,34 @@ async fn status_shows_a_table_json_and_a_models_events() {
     let mut out = run(&hub, &["status", "gamma"]);
     out += &run(&hub, &["start-model", "gamma"]);
     check("cli_status_model", &out);
+}
+
+/// `hub models` sends an inference key (`/v1` needs one when the daemon has keys), prints the
+/// gateway's list as a table, and passes its JSON through.
+#[tokio::test]
+async fn models_lists_what_clients_can_ask_for() {
+    let hub = TempHub::start_with_env(HUB, &[], &[("HUB_API_KEYS", "sk-one,sk-two")]).await;
+    hub.converged().await;
+    let models = |env: &[(&str, &str)], args: &[&str]| {
+        transcript(args, &hub.cli_with_env(args, env), hub.dir.path())
+    };
+    let mut out = models(&[("HUB_API_KEYS", "")], &["models"]);
+    out += &models(&[("HUB_API_KEYS", "sk-wrong")], &["models"]);
+    out += &models(&[("HUB_API_KEYS", " sk-two ,sk-one")], &["models"]);
+    check("cli_models", &out);
+
+    let args = ["models", "-o", "json"];
+    let json = hub.cli_with_env(&args, &[("HUB_API_KEYS", "sk-one")]);
+    assert!(json.status.success(), "{json:?}");
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alpha", "beta", "gamma"]);
 }
 
 #[tokio::test]

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use hub::cli::render::{self, Paint};
 use hub::wire::{
-    ConfigStatus, Counts, FailedAction, GroupStatus, HubEvent, MemoryStatus, ModelStatus, Outcome,
-    OverrideStatus, PlanReply, PlannedModel, RejectedEdit, Report, Status, Summary, WorkerStatus,
+    ConfigStatus, Counts, FailedAction, GroupStatus, HubEvent, MemoryStatus, ModelEntry, ModelList,
+    ModelStatus, Outcome, OverrideStatus, PlanReply, PlannedModel, RejectedEdit, Report, Status,
+    Summary, WorkerStatus,
 };
 
 use crate::support::hub_bin;
@@ -222,7 +223,8 @@ fn report() -> Report {
 }
 
 /// A status with every kind of row: pinned and loaded, an override, a crash loop, a stopped
-/// model, a group, a rejected edit and a warning.
+/// model, one that requests started (and are being served), a group, a rejected edit and a
+/// warning.
 fn status() -> Status {
     let mut alpha = model("alpha", "loaded", "ready", "loaded");
     alpha.group = Some("tier_one".to_string());
@@ -238,6 +240,13 @@ fn status() -> Status {
         by: "stop".to_string(),
         at: "2026-11-23T09:00:00Z".to_string(),
     });
+    beta.memory.in_flight = 3;
+    beta.memory.queued = 12;
+    let mut delta = model("delta", "stopped", "ready", "loaded");
+    delta.worker.on_demand = true;
+    delta.worker.pid = Some(5150);
+    delta.worker.port = Some(47852);
+    delta.memory.in_flight = 1;
     let mut omega = model("omega", "running", "backoff", "unloaded");
     omega.in_sync = false;
     omega.worker.restarts = 5;
@@ -266,13 +275,13 @@ fn status() -> Status {
             }),
         },
         counts: Counts {
-            models: 4,
-            running: 2,
-            loaded: 1,
+            models: 5,
+            running: 3,
+            loaded: 2,
             failed: 1,
         },
         last_reconcile: Some(report()),
-        models: vec![alpha, beta, gamma, omega],
+        models: vec![alpha, beta, gamma, delta, omega],
         groups: vec![GroupStatus {
             name: "tier_one".to_string(),
             max_loaded: 1,
@@ -304,6 +313,53 @@ fn the_status_table_of_an_empty_hub() {
     status.summary = Summary::Converged;
     status.counts = Counts::default();
     check("status_table_empty", &render::status_table(&status, now()));
+}
+
+/// `GET /v1/models` with a model of each kind: loaded and served, unloaded behind its group, one
+/// left stopped that requests may start (with some queued for it), one they may not.
+fn model_list() -> ModelList {
+    let entry = |id: &str, desired: &str, phase: &str, memory: &str| ModelEntry {
+        id: id.to_string(),
+        object: "model".to_string(),
+        created: 1_795_428_000,
+        owned_by: "hub".to_string(),
+        model_type: Some("lm".to_string()),
+        group: None,
+        desired: desired.to_string(),
+        phase: phase.to_string(),
+        memory: memory.to_string(),
+        ready: phase == "ready" && memory == "loaded",
+        on_demand: true,
+        in_flight: 0,
+        queued: 0,
+    };
+    let mut alpha = entry("alpha", "loaded", "ready", "loaded");
+    alpha.group = Some("tier_one".to_string());
+    alpha.in_flight = 2;
+    let mut beta = entry("beta-long-name", "running", "ready", "unloaded");
+    beta.group = Some("tier_one".to_string());
+    let mut delta = entry("delta", "stopped", "starting", "unloaded");
+    delta.model_type = Some("embedding".to_string());
+    delta.queued = 7;
+    let mut omega = entry("omega", "stopped", "stopped", "unloaded");
+    omega.model_type = None;
+    omega.on_demand = false;
+    ModelList {
+        object: "list".to_string(),
+        data: vec![alpha, beta, delta, omega],
+    }
+}
+
+#[test]
+fn the_models_table() {
+    check("models_table", &render::models_table(&model_list()));
+}
+
+#[test]
+fn the_models_table_of_an_empty_hub() {
+    let mut list = model_list();
+    list.data.clear();
+    check("models_table_empty", &render::models_table(&list));
 }
 
 fn plan_reply() -> PlanReply {
