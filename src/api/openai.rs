@@ -209,12 +209,13 @@ pub(super) async fn list_models(State(state): State<AppState>) -> Json<ModelList
         .map(|spec| {
             let status = statuses.get(spec.name.as_str());
             let lane = state.hub.gateway.get(spec.name.as_str());
+            // A lane says it live; a model no request has asked for yet, its status.
             let open = lane
                 .as_ref()
-                .is_some_and(|l| matches!(l.route(), crate::gateway::Route::Open { .. }));
+                .map(|l| matches!(l.route(), crate::gateway::Route::Open { .. }));
             let phase = status.map_or("stopped".to_string(), |s| s.worker.phase.to_string());
             let memory = status.map_or("unloaded".to_string(), |s| s.memory.state.to_string());
-            let ready = open || (phase == "ready" && memory == "loaded");
+            let ready = open.unwrap_or(phase == "ready" && memory == "loaded");
             ModelEntry {
                 id: spec.name.to_string(),
                 object: "model".to_string(),
