@@ -46,6 +46,9 @@ fn observed(desired: &Desired, text: &str) -> Observed {
                     obs.worker.exit_code = Some(3);
                 }
                 "load_requested" => obs.load_requested = true,
+                // A request through the gateway in flight; a worker started for requests.
+                "serving" => obs.requests.in_flight = 1,
+                "demand_worker" => obs.worker.on_demand = true,
                 "unload_requested" => obs.unload_requested = true,
                 _ => {
                     let (key, value) = word.split_once('=').expect("flag=value");
@@ -55,6 +58,10 @@ fn observed(desired: &Desired, text: &str) -> Observed {
                     match key {
                         "retry" => obs.next_retry_at = Some(NOW + seconds(value)),
                         "last" => obs.memory.last_activity = Some(NOW - seconds(value)),
+                        "queued" => {
+                            obs.requests.queued = 1;
+                            obs.requests.queued_since = Some(NOW - seconds(value));
+                        }
                         "path" => run.model_path = value.to_string(),
                         "override" => {
                             let state = match value {
@@ -742,5 +749,104 @@ groups:
     assert_eq!(
         plan.get("beta").unwrap().to_string(),
         "= beta  unchanged [group \"g\" is full] [override: running]"
+    );
+}
+
+const DEMAND: &str = "
+idle_unload_after: 60s
+models:
+  - {name: alpha, model_path: a.txt, state: running, group: g}
+  - {name: beta, model_path: b.txt, state: running, group: g}
+  - {name: gamma, model_path: c.txt, state: stopped}
+  - {name: delta, model_path: d.txt, state: stopped, on_demand: false}
+groups:
+  - {name: g, max_loaded: 1}
+";
+
+#[test]
+fn queued_requests_start_and_load_a_stopped_model_unless_on_demand_is_false() {
+    check(
+        DEMAND,
+        "gamma queued=-1s
+         delta queued=-1s",
+        expect![[r#"
+            + alpha  start
+            + beta  start
+            = delta  unchanged
+            + gamma  start, load [on demand]"#]],
+    );
+}
+
+#[test]
+fn a_worker_started_for_requests_stops_once_idle_and_not_while_serving() {
+    check(
+        DEMAND,
+        "gamma ready loaded on_demand demand_worker last=-61s",
+        expect![[r#"
+            + alpha  start
+            + beta  start
+            = delta  unchanged
+            - gamma  stop (idle) [on demand]"#]],
+    );
+    check(
+        DEMAND,
+        "gamma ready loaded on_demand demand_worker last=-61s serving",
+        expect![[r#"
+            + alpha  start
+            + beta  start
+            = delta  unchanged
+            = gamma  unchanged [on demand]"#]],
+    );
+}
+
+#[test]
+fn the_longest_waiting_model_gets_the_room_first() {
+    // Both wait for the one slot: beta's requests came first.
+    check(
+        DEMAND,
+        "alpha ready queued=-2s
+         beta ready queued=-5s",
+        expect![[r#"
+            = alpha  unchanged [group "g" is full]
+            ↑ beta  load
+            = delta  unchanged
+            = gamma  unchanged"#]],
+    );
+}
+
+#[test]
+fn a_loaded_model_keeps_its_room_for_requests_that_queued_before_the_waiting_ones() {
+    // alpha holds the slot. Its own requests queued before beta's: it keeps it.
+    check(
+        DEMAND,
+        "alpha ready loaded on_demand queued=-9s last=-1s
+         beta ready queued=-5s",
+        expect![[r#"
+            = alpha  unchanged
+            = beta  unchanged [group "g" is full]
+            = delta  unchanged
+            = gamma  unchanged"#]],
+    );
+    // Its requests queued after beta's: it gives the room up (first come, first served).
+    check(
+        DEMAND,
+        "alpha ready loaded on_demand queued=-1s last=-1s
+         beta ready queued=-5s",
+        expect![[r#"
+            ↓ alpha  unload (evicted to make room in its group)
+            ↑ beta  load
+            = delta  unchanged
+            = gamma  unchanged"#]],
+    );
+    // Serving when beta asks: it stops taking requests, to be evicted once they end.
+    check(
+        DEMAND,
+        "alpha ready loaded on_demand serving last=-1s
+         beta ready queued=-5s",
+        expect![[r#"
+            = alpha  unchanged [yields to a waiting model]
+            = beta  unchanged [group "g" is full]
+            = delta  unchanged
+            = gamma  unchanged"#]],
     );
 }
