@@ -261,7 +261,16 @@ groups:
         })
         .await;
         let asked = Instant::now();
-        let answer = post_chat(&hub, &chat("beta", 2, false)).await;
+        let request = chat("beta", 2, false);
+        let answer = post_chat(&hub, &request);
+        let queued = async {
+            wait_until("the status shows beta's request queued", || {
+                let hub = &hub;
+                async move { (hub.model("beta").await["memory"]["queued"] == 1).then_some(()) }
+            })
+            .await
+        };
+        let (answer, ()) = tokio::join!(answer, queued);
         (answer, asked.elapsed())
     };
     let ((slow_status, _), ((status, body), waited)) = tokio::join!(slow, waiting);
@@ -288,9 +297,10 @@ async fn errors_are_openai_shaped_404_429_503_504() {
         "
 log_path: {log_path}
 model_starting_port: {starting_port}
-gateway: {queue_timeout: 500ms}
+gateway: {queue_timeout: 500ms, upstream_timeout: 500ms}
 models:
   - {name: alpha, model_path: models/alpha.txt, state: loaded, group: g}
+  - {name: slow, model_path: models/alpha.txt, state: loaded, args: [--request-delay, 3s]}
   - {name: beta, model_path: models/beta.txt, state: running, group: g}
   - {name: gamma, model_path: models/gamma.txt, state: stopped, on_demand: false}
   - {name: delta, model_path: models/delta.txt, state: stopped, args: [--load-delay, 3s]}
@@ -306,6 +316,7 @@ groups:
         ("beta", 429, "group_full"),
         ("gamma", 503, "model_unavailable"),
         ("delta", 504, "load_timeout"),
+        ("slow", 504, "upstream_timeout"),
     ];
     for (model, code, kind) in cases {
         let (status, body) = post_chat(&hub, &chat(model, 2, false)).await;
