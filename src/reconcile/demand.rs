@@ -39,11 +39,7 @@ impl Reconciler {
         let Some(lane) = self.gateway.get(model_plan.name.as_str()) else {
             return Gate::Go { drain: None };
         };
-        let Some(first) = model_plan
-            .actions
-            .iter()
-            .find(|a| a.frees_resources() || matches!(a, Action::Restart { .. }))
-        else {
+        let Some(first) = model_plan.actions.iter().find(|a| disrupts(a)) else {
             return Gate::Go { drain: None };
         };
         let waits_for_idle = matches!(first, Action::Unload { .. })
@@ -100,11 +96,12 @@ pub(super) enum Gate {
 /// Whether the plan takes the model's worker or weights away (or has it yield its room), so its
 /// lane must not admit new requests.
 fn takes_away(model_plan: &ModelPlan) -> bool {
-    model_plan.yields
-        || model_plan
-            .actions
-            .iter()
-            .any(|a| a.frees_resources() || matches!(a, Action::Restart { .. }))
+    model_plan.yields || model_plan.actions.iter().any(disrupts)
+}
+
+/// Whether an action takes a model's worker or weights away from the requests it serves.
+fn disrupts(action: &Action) -> bool {
+    action.frees_resources() || matches!(action, Action::Restart { .. })
 }
 
 /// How a model's lane answers, from its spec, what is observed and its plan.
