@@ -91,7 +91,15 @@ struct LaneState {
     last_activity: Option<Time>,
     /// The loop waits for the requests in flight to end (to unload or restart the model).
     wake_when_idle: bool,
+    /// Requests in flight when the loop last read the lane, which the status shows.
+    published: u32,
+    /// When the lane last told the loop that its requests had all ended.
+    idle_signalled: Option<std::time::Instant>,
 }
+
+/// A lane whose last request ends while the status still shows some in flight tells the loop,
+/// so the status does not keep showing them, but at most this often.
+const IDLE_SIGNAL_EVERY: Duration = Duration::from_millis(250);
 
 /// What the loop reads of a lane at each pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,6 +159,8 @@ impl Gateway {
                 queued_since: None,
                 last_activity: None,
                 wake_when_idle: false,
+                published: 0,
+                idle_signalled: None,
             }),
             changed: Notify::new(),
             idle: Notify::new(),
@@ -249,7 +259,8 @@ impl Gateway {
         self.lanes()
             .into_iter()
             .map(|lane| {
-                let state = lane.state.lock().expect("lane lock");
+                let mut state = lane.state.lock().expect("lane lock");
+                state.published = state.in_flight;
                 let demand = Demand {
                     in_flight: state.in_flight,
                     queued: state.queued,
@@ -362,7 +373,15 @@ impl Drop for Ticket {
         if state.in_flight > 0 {
             return;
         }
-        let wake = std::mem::take(&mut state.wake_when_idle);
+        let mut wake = std::mem::take(&mut state.wake_when_idle);
+        if state.published > 0
+            && state
+                .idle_signalled
+                .is_none_or(|at| at.elapsed() >= IDLE_SIGNAL_EVERY)
+        {
+            state.idle_signalled = Some(std::time::Instant::now());
+            wake = true;
+        }
         drop(state);
         lane.idle.notify_waiters();
         if wake {

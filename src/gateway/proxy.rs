@@ -134,6 +134,15 @@ impl Streamed {
     }
 }
 
+/// hyper stops polling a body whose length it knows once the last byte is out, so the end of a
+/// request (its latency, its ticket) is also taken when the body is dropped; a client that left
+/// drops it too.
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 impl HttpBody for Streamed {
     type Data = Bytes;
     type Error = hyper::Error;

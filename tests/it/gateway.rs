@@ -229,6 +229,48 @@ models:
         .filter_map(|e| e.get("reason"))
         .collect();
     assert_eq!(reasons, [&json!("idle")], "{detail:#}");
+    let metrics = client()
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hub_gateway_requests_total{model=\"beta\",code=\"200\"} 1",
+        "hub_model_unloads_total{model=\"beta\",reason=\"idle\"} 1",
+        "hub_model_unloads_total{model=\"gamma\",reason=\"idle\"} 1",
+        "hub_gateway_request_duration_seconds_count{model=\"alpha\"} 1",
+        "hub_gateway_queue_wait_seconds_count{model=\"beta\"} 1",
+        "hub_model_load_duration_seconds_count{model=\"beta\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+    // The status no longer shows the requests that ended.
+    assert_eq!(hub.model("alpha").await["memory"]["in_flight"], 0);
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded() {
+    let hub = TempHub::start(
+        "
+log_path: {log_path}
+model_starting_port: {starting_port}
+gateway: {max_queued: 2}
+models:
+  - {name: alpha, model_path: models/alpha.txt, state: stopped, args: [--load-delay, 1s]}
+",
+    )
+    .await;
+    hub.converged().await;
+    let request = chat("alpha", 2, false);
+    let answers = futures_util::future::join_all((0..5).map(|_| post_chat(&hub, &request))).await;
+    let mut codes: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    codes.sort();
+    assert_eq!(codes, [200, 200, 429, 429, 429], "{answers:#?}");
+    let full = answers.iter().find(|(status, _)| *status == 429).unwrap();
+    assert_eq!(full.1["error"]["code"], "queue_full", "{:#}", full.1);
 }
 
 #[tokio::test]
