@@ -203,6 +203,16 @@ try {
       "focus returns to the row");
   });
 
+  await scenario("Reload reads hub.yaml again and says so", async () => {
+    const button = page.getByRole("button", { name: "Reload hub.yaml" });
+    await page.route("**/hub/reload", async route => { await sleep(300); await route.continue(); });
+    await button.click();
+    assert(await button.isDisabled(), "the button is disabled while it runs");
+    await toast(page, "Reload: hub.yaml read again");
+    await page.unroute("**/hub/reload");
+    await until("Reload enabled again", () => button.isEnabled());
+  });
+
   const good = fs.readFileSync(CONFIG, "utf8");
   await scenario("a broken save shows the banner with its lines within a second; a good save removes it", async () => {
     const lines = good.split("\n");
