@@ -1,8 +1,12 @@
-//! `GET /hub`: a small self-contained HTML dashboard (no external assets) that polls
-//! `/hub/status`. Served while hub.yaml's `enable_status_page` is true.
+//! `GET /hub`: the operator's page, one self-contained HTML file (no external assets, no build
+//! step). Served while hub.yaml's `enable_status_page` is true.
 //!
-//! It only reads. A write from it must send `X-Hub-Client` (see `access.rs`); as a page of hub's
-//! own origin it may, without a preflight, and its `Origin` is the one its request is addressed to.
+//! It is live from `/hub/events` (each event re-reads `/hub/status`; it reconnects with backoff and
+//! greys out what it shows while the daemon is unreachable), and it writes: Start / Stop / Load /
+//! Unload per model and Reload. Its writes send `X-Hub-Client` (see `access.rs`); as a page of
+//! hub's own origin it may, without a preflight, and its `Origin` is the one its request is
+//! addressed to. With HUB_TOKEN set, a write answered 401 asks for the token once and keeps it in
+//! the tab's sessionStorage. Tested in a real Chromium: `tests/dashboard/`.
 
 use axum::extract::State;
 use axum::http::header;

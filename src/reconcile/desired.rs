@@ -85,6 +85,16 @@ impl Reconciler {
                 if update.sha256 == self.applied.sha256 {
                     // The file says what is in force (an apply of the same bytes included).
                     let was_api = std::mem::replace(&mut self.applied.source, "file") != "file";
+                    if was_rejected {
+                        // No new config to apply, but watchers (the dashboard's banner) learn
+                        // that the rejected edit is gone.
+                        let message = format!(
+                            "{} is valid again: it says what is in force ({})",
+                            update.path.display(),
+                            &update.sha256[..12]
+                        );
+                        note(&self.journal, now, None, EventKind::Config, message);
+                    }
                     return was_rejected || was_api;
                 }
                 tracing::info!(path = %update.path.display(), sha256 = %update.sha256, "applying changed config");

@@ -295,6 +295,54 @@ async fn the_event_stream_carries_state_changes_and_reconcile_reports() {
     assert_eq!(report["report"]["started"], serde_json::json!(["gamma"]));
 }
 
+/// A rejected edit and then the file in force saved again: no new config, but an event says the
+/// rejection is gone (the dashboard's banner waits for events, not polls).
+#[tokio::test]
+async fn the_event_stream_says_when_a_rejected_edit_is_gone() {
+    let hub = TempHub::start(HUB).await;
+    hub.converged().await;
+    let response = http()
+        .get(format!("{}/hub/events", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = received.clone();
+    let reader = tokio::spawn(async move {
+        let mut stream = response.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk));
+        }
+    });
+    let good = std::fs::read_to_string(hub.config()).unwrap();
+    hub.save_config(&HUB.replace("state: stopped", "state: sleeping"));
+    wait_until("the rejection's event", || async {
+        received
+            .lock()
+            .unwrap()
+            .contains("rejected an edit")
+            .then_some(())
+    })
+    .await;
+    // The file in force, byte for byte (rendered text renders to itself).
+    hub.save_config(&good);
+    wait_until("the event that it is gone", || async {
+        received
+            .lock()
+            .unwrap()
+            .contains("is valid again")
+            .then_some(())
+    })
+    .await;
+    reader.abort();
+    let status = hub.status().await;
+    assert!(status["config"]["rejected"].is_null(), "{status:#}");
+    assert_eq!(status["generation"], 1, "nothing new was applied");
+}
+
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
     let hub = TempHub::start(HUB).await;
@@ -385,7 +433,8 @@ async fn the_dashboard_is_self_contained_and_can_be_turned_off() {
         "text/html; charset=utf-8"
     );
     let page = response.text().await.unwrap();
-    assert!(page.contains("/hub/status"), "it polls the status");
+    assert!(page.contains("/hub/events"), "it follows the event stream");
+    assert!(page.contains("/hub/status"), "it reads the status");
     for external in ["http://", "https://", "src=", "href=", "@import"] {
         assert!(!page.contains(external), "external asset: {external}");
     }

@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod cli;
+mod dashboard;
 mod diff_apply;
 mod docs;
 mod e2e;

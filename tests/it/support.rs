@@ -30,6 +30,8 @@ pub struct TempHub {
     serve_args: Vec<String>,
     /// Extra environment for the daemon, kept for restarts.
     serve_env: Vec<(String, String)>,
+    /// The port the daemon listens on: 0 (any) until a restart asks for the same one.
+    port: u16,
 }
 
 impl TempHub {
@@ -70,13 +72,14 @@ impl TempHub {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            port: 0,
         };
         hub.write_config(yaml);
         hub.spawn_daemon().await
     }
 
     async fn spawn_daemon(mut self) -> TempHub {
-        let (child, url) = harness::serve(self.dir.path(), |command| {
+        let (child, url) = harness::serve_on(self.dir.path(), self.port, |command| {
             command
                 .args(["--resync-every", "2s"])
                 .args(&self.serve_args)
@@ -216,6 +219,18 @@ impl TempHub {
         assert!(self.daemon.is_none(), "the old daemon still runs");
         self.url.clear();
         self.spawn_daemon().await
+    }
+
+    /// [`TempHub::restart`] on the port the old daemon listened on, so that a client holding its
+    /// URL (a browser's page) finds the new one.
+    pub async fn restart_on_same_port(mut self) -> TempHub {
+        self.port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim_end_matches('/').parse().ok())
+            .expect("the old daemon's URL has a port");
+        self.restart().await
     }
 
     /// The running daemon's pid.

@@ -29,6 +29,15 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// URL of its "hub: listening on URL" line. A daemon that prints no address in [`PATIENCE`] is
 /// stopped, and its stderr is in the error.
 pub fn serve(dir: &Path, configure: impl FnOnce(&mut Command)) -> anyhow::Result<(Child, String)> {
+    serve_on(dir, 0, configure)
+}
+
+/// [`serve`] on a given port (0: any free one).
+pub fn serve_on(
+    dir: &Path,
+    port: u16,
+    configure: impl FnOnce(&mut Command),
+) -> anyhow::Result<(Child, String)> {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -37,7 +46,7 @@ pub fn serve(dir: &Path, configure: impl FnOnce(&mut Command)) -> anyhow::Result
     command
         .args(["serve", "-f"])
         .arg(dir.join("hub.yaml"))
-        .args(["--port", "0"]);
+        .args(["--port", &port.to_string()]);
     configure(&mut command);
     let mut child = command
         .stdin(Stdio::null())
