@@ -8,6 +8,7 @@ mod cli;
 mod diff_apply;
 mod docs;
 mod e2e;
+mod engines;
 mod faults;
 mod gateway;
 mod golden;
