@@ -79,10 +79,20 @@ impl Fakes {
     /// `bin/<command>` runs the conformance server `kind` with the arguments it is given. The
     /// worker's environment is clean, so the wrapper names everything in full.
     fn conformance(&self, command: &str, kind: &str) {
+        self.conformance_misbehaving(command, kind, "");
+    }
+
+    /// [`Fakes::conformance`], told to misbehave (`--misbehave fail-load`) unless `way` is empty.
+    fn conformance_misbehaving(&self, command: &str, kind: &str, way: &str) {
+        let misbehave = if way.is_empty() {
+            String::new()
+        } else {
+            format!("--misbehave {way} ")
+        };
         self.script(
             command,
             &format!(
-                "#!/bin/sh\nexec '{}' '{FIXTURES}/conformance.py' --calls '{}' --root '{}' {kind} \"$@\"\n",
+                "#!/bin/sh\nexec '{}' '{FIXTURES}/conformance.py' --calls '{}' --root '{}' {misbehave}{kind} \"$@\"\n",
                 python(),
                 self.calls_file().display(),
                 self.path().display(),
@@ -431,6 +441,45 @@ async fn vllm_sleeps_and_wakes_through_hub() {
             "POST /wake_up".to_string(),
             chat_call("llama-70b"),
         ]
+    );
+}
+
+/// A vLLM whose wake-up fails (out of memory, say): the model shows the server's answer as its
+/// error, is not counted as loaded, and hub puts it back to sleep (whatever half-woke is freed)
+/// and retries the load later, never restarting the process.
+#[tokio::test]
+#[ignore = "needs Python for vLLM's conformance server: scripts/test-real"]
+async fn a_vllm_that_cannot_wake_shows_why_and_is_retried() {
+    let fakes = Fakes::new();
+    fakes.conformance_misbehaving("vllm", "vllm", "fail-load");
+    let yaml = shipped("vllm.yaml", |models| {
+        models.retain(|m| m["name"] == "llama-70b");
+    });
+    let hub = TempHub::start_with_env(&yaml, &[], &[("PATH", &fakes.path_var())]).await;
+    let failed = wait_until("llama-70b's load failed twice", || async {
+        let m = find(&hub, "llama-70b").await?;
+        let port = m["worker"]["port"].as_u64()?;
+        let wakes = fakes
+            .calls(port)
+            .iter()
+            .filter(|c| *c == "POST /wake_up")
+            .count();
+        (m["error"].as_str()?.contains("500") && wakes >= 2).then_some(m)
+    })
+    .await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("out of memory"),
+        "{failed:#}"
+    );
+    assert_ne!(failed["memory"]["state"], "loaded", "{failed:#}");
+    let calls = fakes.calls(port(&failed));
+    assert_eq!(
+        calls[..3],
+        ["POST /wake_up", "POST /sleep?level=1", "POST /wake_up"]
+    );
+    assert_eq!(
+        hub.model("llama-70b").await["worker"]["pid"],
+        failed["worker"]["pid"]
     );
 }
 
