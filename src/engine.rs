@@ -269,12 +269,12 @@ mod tests {
             # llama-router.yaml
             llama-8b: llama-server --models-dir /models --models-max 1 --no-models-autoload --host 127.0.0.1 --port 47850
               health http://127.0.0.1:47850/health
-              load POST http://127.0.0.1:47850/models/load {"model": "llama-3.1-8b-instruct-q4_k_m"}
-              unload POST http://127.0.0.1:47850/models/unload {"model": "llama-3.1-8b-instruct-q4_k_m"}
+              load POST http://127.0.0.1:47850/models/load {"model": "llama-8b"}
+              unload POST http://127.0.0.1:47850/models/unload {"model": "llama-8b"}
             mistral-7b: llama-server --models-dir /models --models-max 1 --no-models-autoload --host 127.0.0.1 --port 47850
               health http://127.0.0.1:47850/health
-              load POST http://127.0.0.1:47850/models/load {"model": "mistral-7b-instruct-v0.3-q4_k_m"}
-              unload POST http://127.0.0.1:47850/models/unload {"model": "mistral-7b-instruct-v0.3-q4_k_m"}
+              load POST http://127.0.0.1:47850/models/load {"model": "mistral-7b"}
+              unload POST http://127.0.0.1:47850/models/unload {"model": "mistral-7b"}
             # llama-server.yaml
             nomic-embed: llama-server --model /models/nomic-embed-text-v1.5.Q8_0.gguf --host 127.0.0.1 --port 47850 --embedding
               health http://127.0.0.1:47850/health
@@ -286,12 +286,12 @@ mod tests {
             whisper-turbo: mlx-openai-server launch --model-path mlx-community/whisper-large-v3-turbo --host 127.0.0.1 --port 47850 --model-type whisper
               health http://127.0.0.1:47850/health
             # vllm.yaml
-            llama-70b: vllm serve meta-llama/Llama-3.1-70B-Instruct --host 127.0.0.1 --port 47850 --enable-sleep-mode --tensor-parallel-size 2 --max-model-len 32768
+            llama-70b: vllm serve meta-llama/Llama-3.1-70B-Instruct --served-model-name llama-70b --host 127.0.0.1 --port 47850 --enable-sleep-mode --tensor-parallel-size 2 --max-model-len 32768
               env VLLM_SERVER_DEV_MODE=1
               health http://127.0.0.1:47850/health
               load POST http://127.0.0.1:47850/wake_up
               unload POST http://127.0.0.1:47850/sleep?level=1
-            qwen-coder: docker run --rm --name hub-qwen-coder --gpus all -p 47850:47850 -e VLLM_SERVER_DEV_MODE=1 vllm/vllm-openai:latest --model Qwen/Qwen2.5-Coder-32B-Instruct --port 47850 --enable-sleep-mode
+            qwen-coder: docker run --rm --name hub-qwen-coder --gpus all -p 47850:47850 -e VLLM_SERVER_DEV_MODE=1 vllm/vllm-openai:latest --model Qwen/Qwen2.5-Coder-32B-Instruct --served-model-name qwen-coder --port 47850 --enable-sleep-mode
               health http://127.0.0.1:47850/health
               load POST http://127.0.0.1:47850/wake_up
               unload POST http://127.0.0.1:47850/sleep?level=1

@@ -1,6 +1,6 @@
 //! The gateway's endpoints: the OpenAI API on the hub's own port, routed by each request's
 //! `model` to that model's worker, which is started and loaded first when it must be
-//! (`gateway::Gateway::admit` waits for that), and `/upstream/{model}/{path}` for anything else a
+//! (`gateway::Gateway::admit` waits for that), and `/upstream/{model}/{*path}` for anything else a
 //! worker serves. Answers pass through unbuffered (`gateway::Proxy`); the gateway's own errors
 //! are OpenAI-shaped, so OpenAI clients raise the right exception.
 
@@ -321,7 +321,7 @@ pub(super) async fn transcriptions(State(state): State<AppState>, request: Reque
 /// straight to it as `/{path}`; the model is started and loaded first like any request's.
 #[utoipa::path(
     method(get, post, put, delete),
-    path = "/upstream/{model}/{path}",
+    path = "/upstream/{model}/{*path}",
     tag = "gateway",
     params(
         ("model" = String, Path, description = "A model of hub.yaml"),

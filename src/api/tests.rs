@@ -43,7 +43,7 @@ fn the_openapi_document_covers_every_route_and_error() {
         "/metrics",
         "/openapi.json",
         "/ready",
-        "/upstream/{model}/{path}",
+        "/upstream/{model}/{*path}",
         "/v1/audio/transcriptions",
         "/v1/chat/completions",
         "/v1/completions",

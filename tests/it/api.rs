@@ -477,7 +477,7 @@ async fn with_a_token_every_write_needs_it_and_reads_do_not() {
             .replace("{name}", "alpha")
             .replace("{verb}", "stop")
             .replace("{model}", "alpha")
-            .replace("{path}", "stats");
+            .replace("{*path}", "stats");
         let url = format!("{}{path}", hub.url);
         if path.starts_with("/v1/") || path.starts_with("/upstream/") {
             // The gateway takes the token as a key too, and answers in the OpenAI shape.

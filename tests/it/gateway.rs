@@ -577,6 +577,16 @@ models:
     assert_eq!(models["data"][1]["phase"], "stopped");
     let stats = worker_stats(&hub, "alpha").await;
     assert_eq!(stats["loaded"], true, "{stats:#}");
+    // Any depth of path reaches the worker.
+    let listed: Value = client()
+        .get(format!("{}/upstream/alpha/v1/models", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], "alpha", "{listed:#}");
     let embeddings: Value = client()
         .post(format!("{}/v1/embeddings", hub.url))
         .json(&json!({"model": "alpha", "input": "hello"}))

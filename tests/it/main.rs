@@ -9,6 +9,7 @@ mod dashboard;
 mod diff_apply;
 mod docs;
 mod e2e;
+mod engines;
 mod faults;
 mod gateway;
 mod golden;
