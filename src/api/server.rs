@@ -90,6 +90,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Answers go out as they are written: a proxied answer is several writes (its head, then
+        // each chunk as the worker sends it), which Nagle's algorithm would hold back until the
+        // client acknowledged the previous one. nginx sets this too.
+        let _ = stream.set_nodelay(true);
         let service = app.clone();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
