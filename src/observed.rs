@@ -58,7 +58,7 @@ impl ModelObserved {
     }
 
     /// A model whose worker runs `run` and is ready, holding its weights or not.
-    pub fn ready(run: RunSpec, loaded: bool) -> ModelObserved {
+    pub fn ready(run: std::sync::Arc<RunSpec>, loaded: bool) -> ModelObserved {
         ModelObserved {
             worker: Worker {
                 phase: Phase::Ready,
@@ -92,7 +92,7 @@ pub struct Worker {
     pub exited_at: Option<Time>,
     pub log_file: Option<PathBuf>,
     /// The spec the live worker was started from.
-    pub run: Option<RunSpec>,
+    pub run: Option<std::sync::Arc<RunSpec>>,
     /// The worker died on its own after being ready, as opposed to failing to start.
     pub crashed: bool,
     /// Started because requests asked for a model hub.yaml leaves stopped: stopped again once

@@ -228,6 +228,9 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
         use std::cmp::Ordering;
         let order = match (wanted.peek(), running.peek()) {
             (None, None) => break,
+            // Names shared between configs (see `Desired::sharing_with`) compare by address,
+            // without reading the strings.
+            (Some((d, _)), Some((o, _))) if std::ptr::eq(d.as_str(), o.as_str()) => Ordering::Equal,
             (Some((d, _)), Some((o, _))) => d.cmp(o),
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
