@@ -258,6 +258,7 @@ async fn wait_ready(
     engine: &Engine,
     url: String,
 ) -> Result<(), StepError> {
+    let url: Arc<str> = url.into();
     let started = tokio::time::Instant::now();
     let deadline = started + engine.health.start_timeout;
     let exited = ctx.workers.wait_exit(&job.name);
