@@ -23,7 +23,8 @@ pub struct ModelObserved {
     /// An action for this model is in flight; the planner leaves the model alone until it ends.
     pub busy: bool,
     /// An imperative call that contradicts hub.yaml, kept until the model's entry changes.
-    pub override_: Option<Override>,
+    /// Boxed: rare, and as large as a model's spec, it would double what the planner walks.
+    pub override_: Option<Box<Override>>,
     /// An on-demand `load` asked for through the API and not yet carried out.
     pub load_requested: bool,
     /// An API `unload` of weights loaded on demand, not yet carried out.

@@ -71,12 +71,12 @@ fn observed(desired: &Desired, text: &str) -> Observed {
                                 "running" => DesiredState::Running,
                                 _ => DesiredState::Loaded,
                             };
-                            obs.override_ = Some(Override {
+                            obs.override_ = Some(Box::new(Override {
                                 state,
                                 spec: spec.expect("override of a known model").clone(),
                                 at: NOW,
                                 by: "test",
-                            });
+                            }));
                         }
                         _ => panic!("unknown flag {word}"),
                     }
@@ -741,12 +741,12 @@ groups:
     let desired = desired(yaml);
     let mut observed = observed(&desired, "alpha ready");
     let beta = ModelName::new("beta").unwrap();
-    observed.models.entry(beta.clone()).or_default().override_ = Some(Override {
+    observed.models.entry(beta.clone()).or_default().override_ = Some(Box::new(Override {
         state: DesiredState::Running,
         spec: desired.models[&beta].clone(),
         at: NOW,
         by: "start",
-    });
+    }));
     let plan = plan(&desired, &observed, NOW);
     assert_eq!(
         plan.get("beta").unwrap().to_string(),
