@@ -171,7 +171,7 @@ impl Case {
 /// Per-model time at 10,000 over per-model time at 1,000, and `plan()` over the baseline walk at
 /// 10,000, each in alternating rounds; the median and spread (min–max) of the rounds.
 fn ratios(small: &Case, large: &Case) {
-    let (mut linear, mut baseline) = (Vec::new(), Vec::new());
+    let (mut linear, mut baseline, mut walk_linear) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let (small_ms, large_ms, plan_ms, walk_ms);
         if round % 2 == 0 {
@@ -185,7 +185,11 @@ fn ratios(small: &Case, large: &Case) {
             large_ms = plan_ms;
             small_ms = small.time(Case::plan);
         }
+        // The walk alone at both sizes: how much of the growth is the memory the two maps
+        // take (past the cache at 10,000), not the planner.
+        let small_walk_ms = small.time(Case::baseline);
         let per_model = |ms: f64, case: &Case| ms / case.count as f64;
+        walk_linear.push(per_model(walk_ms, large) / per_model(small_walk_ms, small));
         linear.push(per_model(large_ms, large) / per_model(small_ms, small));
         baseline.push(plan_ms / walk_ms);
         println!(
@@ -210,6 +214,11 @@ fn ratios(small: &Case, large: &Case) {
         )
     };
     println!("  time per model, 10,000 over 1,000: {}", spread(&linear));
+    let walk_linear = Samples::new(walk_linear);
+    println!(
+        "  the walk alone, time per model, 10,000 over 1,000: {}",
+        spread(&walk_linear)
+    );
     println!(
         "  plan() over a walk that compares specs, 10,000: {}",
         spread(&baseline)

@@ -76,6 +76,21 @@ pub async fn scale(idle_seconds: u64, rounds: u64) -> anyhow::Result<()> {
             one = took;
         }
         let (hub, many) = cold(1_000, WORKERS).await?;
+        // Where the time went: CPU of the daemon and of its workers since their start, against
+        // the machine's cores (the expected time assumes 8 starts run truly in parallel).
+        let status = hub.status().await?;
+        let daemon_cpu = cpu_seconds(hub.pid)? * 1000.0;
+        let workers_cpu: f64 = pids(&status)
+            .values()
+            .filter_map(|pid| cpu_seconds(*pid).ok())
+            .sum::<f64>()
+            * 1000.0;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        println!(
+            "  round {round}: CPU since start (in clock ticks): daemon {}, 200 workers {}, on {cores} cores",
+            ms(daemon_cpu),
+            ms(workers_cpu)
+        );
         if round + 1 == rounds {
             kept = Some(hub);
         } else {
