@@ -62,9 +62,181 @@ fn main() {
         return;
     }
     println!("planner: plan() with 1% of the models changed");
-    for count in [100, 1_000, 10_000] {
-        bench(count);
+    let sizes: Vec<Case> = [100, 1_000, 10_000].into_iter().map(Case::new).collect();
+    for case in &sizes {
+        bench(case);
     }
+    ratios(&sizes[1], &sizes[2]);
+}
+
+/// Scaling targets (issue 20), as ratios measured in one run so a noisy machine cancels out.
+const LINEAR_TARGET: f64 = 1.3;
+const BASELINE_TARGET: f64 = 3.0;
+/// Alternating rounds of the ratios, and how long each size is timed in a round.
+const ROUNDS: usize = 7;
+const ROUND_BUDGET: Duration = Duration::from_millis(200);
+
+/// One generated hub.yaml before and after the edit, and the converged observed state.
+struct Case {
+    count: usize,
+    after: hub::config::Desired,
+    observed: hub::observed::Observed,
+    now: time::OffsetDateTime,
+}
+
+impl Case {
+    fn new(count: usize) -> Case {
+        let header = "log_path: logs\n";
+        let yaml = |changed: fn(usize) -> bool| {
+            hub_yaml(
+                header,
+                &Models {
+                    count,
+                    state,
+                    changed,
+                    groups: true,
+                },
+            )
+        };
+        let parse = |text: &str, previous: Option<&hub::config::Desired>| {
+            let parsed = hub::config::parse(text, "hub.yaml", Path::new("/tmp"))
+                .unwrap_or_else(|e| panic!("the generated hub.yaml is invalid: {e}"));
+            match previous {
+                Some(previous) => parsed.sharing_with(previous),
+                None => parsed,
+            }
+        };
+        let before = parse(&yaml(|_| false), None);
+        // As the daemon does: the new config shares what did not change with the running one.
+        let after = parse(&yaml(|i| i % 100 == 1), Some(&before));
+        let observed = plan::converged(&before);
+        let now = time::OffsetDateTime::now_utc();
+        Case {
+            count,
+            after,
+            observed,
+            now,
+        }
+    }
+
+    fn plan(&self) -> plan::Plan {
+        plan::plan(
+            std::hint::black_box(&self.after),
+            std::hint::black_box(&self.observed),
+            self.now,
+        )
+    }
+
+    /// The least a planner must do: walk desired and observed once, in name order, and compare
+    /// each model's spec with the one its worker runs.
+    fn baseline(&self) -> usize {
+        let desired = std::hint::black_box(&self.after);
+        let observed = std::hint::black_box(&self.observed);
+        let mut running = observed.models.iter().peekable();
+        let mut changed = 0;
+        for (name, spec) in &desired.models {
+            while running.peek().is_some_and(|(n, _)| *n < name) {
+                running.next();
+            }
+            if let Some((n, obs)) = running.peek()
+                && *n == name
+            {
+                if obs
+                    .worker
+                    .run
+                    .as_ref()
+                    .is_some_and(|run| *spec.run != **run)
+                {
+                    changed += 1;
+                }
+                running.next();
+            }
+        }
+        changed
+    }
+
+    /// Milliseconds per call of `f`, the median of calls over `ROUND_BUDGET`.
+    fn time<T>(&self, f: impl Fn(&Case) -> T) -> f64 {
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < ROUND_BUDGET || samples.len() < 5 {
+            let t = Instant::now();
+            drop(std::hint::black_box(f(self)));
+            samples.push(support::millis(t.elapsed()));
+        }
+        Samples::new(samples).median()
+    }
+}
+
+/// Per-model time at 10,000 over per-model time at 1,000, and `plan()` over the baseline walk at
+/// 10,000, each in alternating rounds; the median and spread (min–max) of the rounds.
+fn ratios(small: &Case, large: &Case) {
+    let (mut linear, mut baseline, mut walk_linear) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (small_ms, large_ms, plan_ms, walk_ms);
+        if round % 2 == 0 {
+            small_ms = small.time(Case::plan);
+            large_ms = large.time(Case::plan);
+            walk_ms = large.time(Case::baseline);
+            plan_ms = large.time(Case::plan);
+        } else {
+            walk_ms = large.time(Case::baseline);
+            plan_ms = large.time(Case::plan);
+            large_ms = plan_ms;
+            small_ms = small.time(Case::plan);
+        }
+        // The walk alone at both sizes: how much of the growth is the memory the two maps
+        // take (past the cache at 10,000), not the planner.
+        let small_walk_ms = small.time(Case::baseline);
+        let per_model = |ms: f64, case: &Case| ms / case.count as f64;
+        walk_linear.push(per_model(walk_ms, large) / per_model(small_walk_ms, small));
+        linear.push(per_model(large_ms, large) / per_model(small_ms, small));
+        baseline.push(plan_ms / walk_ms);
+        println!(
+            "  round {round}: {} at {}, {} at {}, baseline walk {} at {}",
+            ms(small_ms),
+            small.count,
+            ms(large_ms),
+            large.count,
+            ms(walk_ms),
+            large.count
+        );
+    }
+    let linear = Samples::new(linear);
+    let baseline = Samples::new(baseline);
+    let spread = |s: &Samples| {
+        format!(
+            "{:.2}x ({:.2}-{:.2}, {} rounds)",
+            s.median(),
+            s.min(),
+            s.max(),
+            s.len()
+        )
+    };
+    println!("  time per model, 10,000 over 1,000: {}", spread(&linear));
+    let walk_linear = Samples::new(walk_linear);
+    println!(
+        "  the walk alone, time per model, 10,000 over 1,000: {}",
+        spread(&walk_linear)
+    );
+    println!(
+        "  plan() over a walk that compares specs, 10,000: {}",
+        spread(&baseline)
+    );
+    row(
+        "1 planner",
+        "time per model at 10,000 over at 1,000: median (min-max)",
+        &spread(&linear),
+        &format!("< {LINEAR_TARGET}x"),
+        verdict(linear.median() < LINEAR_TARGET),
+    );
+    row(
+        "1 planner",
+        "plan() at 10,000 over one walk comparing specs: median (min-max)",
+        &spread(&baseline),
+        &format!("< {BASELINE_TARGET}x"),
+        verdict(baseline.median() < BASELINE_TARGET),
+    );
 }
 
 /// A quarter of the models pinned (`loaded`), half `running`, a quarter `stopped`, in groups of
@@ -77,30 +249,16 @@ fn state(i: usize) -> &'static str {
     }
 }
 
-fn bench(count: usize) {
-    let header = "log_path: logs\n";
-    let yaml = |changed: fn(usize) -> bool| {
-        hub_yaml(
-            header,
-            &Models {
-                count,
-                state,
-                changed,
-                groups: true,
-            },
-        )
-    };
-    let parse = |text: &str| {
-        hub::config::parse(text, "hub.yaml", Path::new("/tmp"))
-            .unwrap_or_else(|e| panic!("the generated hub.yaml is invalid: {e}"))
-    };
-    let before = parse(&yaml(|_| false));
-    let after = parse(&yaml(|i| i % 100 == 1));
-    let observed = plan::converged(&before);
-    let now = time::OffsetDateTime::now_utc();
+fn bench(case: &Case) {
+    let Case {
+        count,
+        ref after,
+        ref observed,
+        now,
+    } = *case;
 
     // The plan is what we expect: exactly 1% restarts, everything else untouched.
-    let result = plan::plan(&after, &observed, now);
+    let result = plan::plan(after, observed, now);
     let restarts = result
         .models
         .iter()
@@ -117,23 +275,18 @@ fn bench(count: usize) {
 
     let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     let bytes_before = ALLOCATED_BYTES.load(Ordering::Relaxed);
-    drop(std::hint::black_box(plan::plan(&after, &observed, now)));
+    drop(std::hint::black_box(plan::plan(after, observed, now)));
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
     let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes_before;
 
     for _ in 0..3 {
-        drop(std::hint::black_box(plan::plan(&after, &observed, now)));
+        drop(std::hint::black_box(plan::plan(after, observed, now)));
     }
     let mut samples = Vec::new();
     let started = Instant::now();
     while (started.elapsed() < BUDGET || samples.len() < 30) && samples.len() < 100_000 {
         let t = Instant::now();
-        let planned = plan::plan(
-            std::hint::black_box(&after),
-            std::hint::black_box(&observed),
-            now,
-        );
-        drop(std::hint::black_box(planned));
+        drop(std::hint::black_box(case.plan()));
         samples.push(support::millis(t.elapsed()));
     }
     let samples = Samples::new(samples);

@@ -104,14 +104,29 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Probe {
     if !response.status().is_success() {
         return Probe::default();
     }
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let activity = body
-        .get("in_flight")
-        .and_then(serde_json::Value::as_u64)
-        .map(|in_flight| Activity {
+    /// Only the activity fields, read without building a JSON tree (any other body is healthy
+    /// without activity).
+    #[derive(serde::Deserialize)]
+    struct Body {
+        in_flight: Option<serde_json::Value>,
+        idle_ms: Option<serde_json::Value>,
+    }
+    let bytes = response.bytes().await.unwrap_or_default();
+    // An object only (serde would also read a struct from an array).
+    let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let body = object
+        .then(|| serde_json::from_slice::<Body>(&bytes).ok())
+        .flatten();
+    let activity = body.and_then(|body| {
+        let in_flight = body
+            .in_flight
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)?;
+        Some(Activity {
             in_flight: in_flight.min(u64::from(u32::MAX)) as u32,
-            idle_ms: body.get("idle_ms").and_then(serde_json::Value::as_u64),
-        });
+            idle_ms: body.idle_ms.as_ref().and_then(serde_json::Value::as_u64),
+        })
+    });
     Probe {
         healthy: true,
         activity,

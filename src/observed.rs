@@ -23,7 +23,8 @@ pub struct ModelObserved {
     /// An action for this model is in flight; the planner leaves the model alone until it ends.
     pub busy: bool,
     /// An imperative call that contradicts hub.yaml, kept until the model's entry changes.
-    pub override_: Option<Override>,
+    /// Boxed: rare, and as large as a model's spec, it would double what the planner walks.
+    pub override_: Option<Box<Override>>,
     /// An on-demand `load` asked for through the API and not yet carried out.
     pub load_requested: bool,
     /// An API `unload` of weights loaded on demand, not yet carried out.
@@ -58,7 +59,7 @@ impl ModelObserved {
     }
 
     /// A model whose worker runs `run` and is ready, holding its weights or not.
-    pub fn ready(run: RunSpec, loaded: bool) -> ModelObserved {
+    pub fn ready(run: std::sync::Arc<RunSpec>, loaded: bool) -> ModelObserved {
         ModelObserved {
             worker: Worker {
                 phase: Phase::Ready,
@@ -92,7 +93,7 @@ pub struct Worker {
     pub exited_at: Option<Time>,
     pub log_file: Option<PathBuf>,
     /// The spec the live worker was started from.
-    pub run: Option<RunSpec>,
+    pub run: Option<std::sync::Arc<RunSpec>>,
     /// The worker died on its own after being ready, as opposed to failing to start.
     pub crashed: bool,
     /// Started because requests asked for a model hub.yaml leaves stopped: stopped again once

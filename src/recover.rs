@@ -57,7 +57,7 @@ pub async fn recover(
     // Overrides first: a worker an override keeps running is adopted although hub.yaml says
     // `stopped`.
     for (name, o) in restore_overrides(desired, &overrides) {
-        recovered.observed.models.entry(name).or_default().override_ = Some(o);
+        recovered.observed.models.entry(name).or_default().override_ = Some(Box::new(o));
     }
     let found = supervisor::discover(supervisor.owner());
     let record_of = |f: &Found| {

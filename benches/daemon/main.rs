@@ -97,7 +97,7 @@ async fn run() -> ExitCode {
         );
     }
     if wanted("4") {
-        report("4 scale", scale::scale(idle_seconds).await);
+        report("4 scale", scale::scale(idle_seconds, rounds).await);
     }
     if wanted("5") {
         report("5 built-in worker", worker::builtin_worker(runs).await);

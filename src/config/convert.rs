@@ -260,14 +260,14 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
                     group: model.group.clone(),
                     idle_unload_after,
                     on_demand: model.on_demand.unwrap_or(true),
-                    run: RunSpec {
+                    run: Arc::new(RunSpec {
                         engine_name,
                         engine,
                         model_path: model.model_path.clone(),
                         port: model.port,
                         args: model.args.clone(),
                         env: model.env.clone(),
-                    },
+                    }),
                 },
             );
         }

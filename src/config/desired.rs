@@ -90,6 +90,33 @@ pub struct Desired {
     pub groups: BTreeMap<String, Group>,
 }
 
+impl Desired {
+    /// This config, sharing with `previous` what did not change: each unchanged model's name and
+    /// [`RunSpec`] become the previous config's `Arc`s, so comparing the two configs (and the
+    /// workers started from the previous one) is mostly pointer checks. Equal either way.
+    pub fn sharing_with(mut self, previous: &Desired) -> Desired {
+        let models = std::mem::take(&mut self.models);
+        let mut old = previous.models.iter().peekable();
+        self.models = models
+            .into_iter()
+            .map(|(name, mut spec)| {
+                while old.peek().is_some_and(|(n, _)| **n < name) {
+                    old.next();
+                }
+                let Some((old_name, old_spec)) = old.peek().filter(|(n, _)| **n == name) else {
+                    return (name, spec);
+                };
+                if spec.run == old_spec.run {
+                    spec.run = old_spec.run.clone();
+                }
+                spec.name = (*old_name).clone();
+                ((*old_name).clone(), spec)
+            })
+            .collect();
+        self
+    }
+}
+
 /// Daemon-wide settings. Changing them at runtime affects only what can change without a restart
 /// of the daemon (new workers' ports); the API address and log path are read at start.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +170,10 @@ pub struct ModelSpec {
     /// Whether a request may start the worker or load the weights.
     pub on_demand: bool,
     /// The part of the spec that a running worker was started from: any change restarts it.
-    pub run: RunSpec,
+    /// Shared: a worker keeps the `Arc` it was started from, and a new config keeps the previous
+    /// one's where the entry did not change ([`Desired::sharing_with`]), so the planner's
+    /// comparison of an unchanged model is a pointer check.
+    pub run: Arc<RunSpec>,
 }
 
 /// What a worker process is started from.
@@ -178,6 +208,9 @@ impl RunSpec {
     /// What differs between the spec a worker runs with and `self`, in words for `hub diff`.
     pub fn changes_from(&self, running: &RunSpec) -> Vec<&'static str> {
         let mut changes = Vec::new();
+        if std::ptr::eq(self, running) {
+            return changes;
+        }
         if self.engine_name != running.engine_name {
             changes.push("engine changed");
         } else if !Arc::ptr_eq(&self.engine, &running.engine) && self.engine != running.engine {

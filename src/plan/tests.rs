@@ -25,14 +25,16 @@ fn observed(desired: &Desired, text: &str) -> Observed {
         let name = ModelName::new(words.next().unwrap()).unwrap();
         let mut obs = ModelObserved::default();
         let spec = desired.models.get(&name);
-        let mut run = spec.map(|s| s.run.clone()).unwrap_or_else(|| RunSpec {
-            engine_name: "builtin".into(),
-            engine: std::sync::Arc::new(Engine::builtin()),
-            model_path: "gone.txt".into(),
-            port: None,
-            args: vec![],
-            env: Default::default(),
-        });
+        let mut run = spec
+            .map(|s| RunSpec::clone(&s.run))
+            .unwrap_or_else(|| RunSpec {
+                engine_name: "builtin".into(),
+                engine: std::sync::Arc::new(Engine::builtin()),
+                model_path: "gone.txt".into(),
+                port: None,
+                args: vec![],
+                env: Default::default(),
+            });
         for word in words {
             match word {
                 "ready" => obs.worker.phase = Phase::Ready,
@@ -69,12 +71,12 @@ fn observed(desired: &Desired, text: &str) -> Observed {
                                 "running" => DesiredState::Running,
                                 _ => DesiredState::Loaded,
                             };
-                            obs.override_ = Some(Override {
+                            obs.override_ = Some(Box::new(Override {
                                 state,
                                 spec: spec.expect("override of a known model").clone(),
                                 at: NOW,
                                 by: "test",
-                            });
+                            }));
                         }
                         _ => panic!("unknown flag {word}"),
                     }
@@ -82,7 +84,7 @@ fn observed(desired: &Desired, text: &str) -> Observed {
             }
         }
         if obs.worker.phase == Phase::Ready {
-            obs.worker.run = Some(run);
+            obs.worker.run = Some(std::sync::Arc::new(run));
         }
         observed.models.insert(name, obs);
     }
@@ -412,7 +414,7 @@ fn within_caps(desired: &Desired, observed: &mut Observed) {
 fn updates(
     action: &super::Action,
     model_plan: &super::ModelPlan,
-    run: Option<&RunSpec>,
+    run: Option<&std::sync::Arc<RunSpec>>,
 ) -> Vec<Update> {
     use super::Action;
     let spawned = || Update::Spawned {
@@ -739,12 +741,12 @@ groups:
     let desired = desired(yaml);
     let mut observed = observed(&desired, "alpha ready");
     let beta = ModelName::new("beta").unwrap();
-    observed.models.entry(beta.clone()).or_default().override_ = Some(Override {
+    observed.models.entry(beta.clone()).or_default().override_ = Some(Box::new(Override {
         state: DesiredState::Running,
         spec: desired.models[&beta].clone(),
         at: NOW,
         by: "start",
-    });
+    }));
     let plan = plan(&desired, &observed, NOW);
     assert_eq!(
         plan.get("beta").unwrap().to_string(),

@@ -29,11 +29,13 @@ impl Reconciler {
             _ => spec.state,
         };
         let set = |obs: &mut ModelObserved, state: DesiredState| {
-            obs.override_ = (state != spec.state).then(|| Override {
-                state,
-                spec: spec.clone(),
-                at: now,
-                by: verb.as_str(),
+            obs.override_ = (state != spec.state).then(|| {
+                Box::new(Override {
+                    state,
+                    spec: spec.clone(),
+                    at: now,
+                    by: verb.as_str(),
+                })
             });
         };
         let loaded = obs.memory.state == MemoryState::Loaded;

@@ -201,6 +201,9 @@ impl Reconciler {
             self.warnings.push(SETTINGS_WARNING.to_string());
         }
         self.generation += 1;
+        // Unchanged entries keep the running config's `Arc`s: the planner then sees them unchanged
+        // by a pointer check, and workers started from them still match.
+        let desired = desired.sharing_with(&self.desired);
         let old = std::mem::replace(&mut self.desired, Arc::new(desired));
         // A changed entry supersedes its model's wait for a retry; other models keep theirs.
         for (name, obs) in &mut self.observed.models {

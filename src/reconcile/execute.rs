@@ -38,7 +38,7 @@ pub enum Update {
         start_time: Option<u64>,
         port: u16,
         log_file: PathBuf,
-        run: RunSpec,
+        run: Arc<RunSpec>,
         /// Started for requests, for a model hub.yaml leaves stopped.
         on_demand: bool,
     },
@@ -78,7 +78,7 @@ pub struct Job {
     /// hub.yaml's spec; `None` when the model was removed (only `Stop` is planned then).
     pub spec: Option<ModelSpec>,
     /// The spec the live worker was started from, for stopping it.
-    pub running: Option<RunSpec>,
+    pub running: Option<Arc<RunSpec>>,
     pub current_port: Option<u16>,
     /// The port to start on, or why there is none, as the loop picked it.
     pub port: Option<Result<u16, String>>,
@@ -258,6 +258,7 @@ async fn wait_ready(
     engine: &Engine,
     url: String,
 ) -> Result<(), StepError> {
+    let url: Arc<str> = url.into();
     let started = tokio::time::Instant::now();
     let deadline = started + engine.health.start_timeout;
     let exited = ctx.workers.wait_exit(&job.name);

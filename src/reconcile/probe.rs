@@ -1,5 +1,6 @@
 //! Health probes of ready workers: when each is due, and what a failed or active answer changes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,6 +20,8 @@ pub(super) struct Probing {
     pub(super) next_at: Option<Instant>,
     pub(super) in_progress: bool,
     pub(super) failures: u32,
+    /// The health URL of the worker with this pid, built once rather than for every probe.
+    pub(super) url: Option<(u32, Arc<str>)>,
 }
 
 impl Reconciler {
@@ -86,7 +89,12 @@ impl Reconciler {
             else {
                 continue;
             };
-            let probing = self.probing.entry(name.clone()).or_default();
+            // Looked up before it is inserted: cloning the name for every ready worker on every
+            // wake was a good part of an idle daemon's cost.
+            let probing = match self.probing.get_mut(name) {
+                Some(probing) => probing,
+                None => self.probing.entry(name.clone()).or_default(),
+            };
             if obs.busy || obs.worker.phase != Phase::Ready {
                 // Not probed while an action runs on it: its next probe is scheduled afresh
                 // once it is ready and idle, so no past probe time keeps the loop awake.
@@ -102,7 +110,16 @@ impl Reconciler {
                 continue;
             }
             probing.in_progress = true;
-            let url = crate::engine::health_url(name.as_str(), run, port, &self.executor.hub_exe);
+            let url = match &probing.url {
+                Some((for_pid, url)) if *for_pid == pid => url.clone(),
+                _ => {
+                    let hub = &self.executor.hub_exe;
+                    let url: Arc<str> =
+                        crate::engine::health_url(name.as_str(), run, port, hub).into();
+                    probing.url = Some((pid, url.clone()));
+                    url
+                }
+            };
             let probe = self.executor.workers.probe(url);
             let events = self.executor.events.clone();
             let name = name.clone();

@@ -207,7 +207,7 @@ impl Workers for FakeWorkers {
         self.state.lock().unwrap().procs.keys().cloned().collect()
     }
 
-    fn probe(&self, url: String) -> BoxFuture<'static, Probe> {
+    fn probe(&self, url: std::sync::Arc<str>) -> BoxFuture<'static, Probe> {
         let state = self.state.lock().unwrap();
         let probe = match Self::model_at(&state, &url) {
             Some((name, spawned)) => {

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{Reconciler, Trigger};
 use crate::config::ModelName;
-use crate::observed::{ModelObserved, Time};
+use crate::observed::{MemoryState, ModelObserved, Time};
 use crate::plan;
 
 /// What a timer is for.
@@ -83,6 +83,14 @@ impl Reconciler {
     /// its job's end brings the next pass.
     fn model_timer(&self, name: &ModelName, obs: &ModelObserved) -> Option<Time> {
         if obs.busy {
+            return None;
+        }
+        // Without a retry and without anything on demand there is no timer (see
+        // `plan::unload_at`): answered without looking the model up in hub.yaml, since this runs
+        // for every model on every wake of the loop.
+        let on_demand = obs.worker.on_demand
+            || (obs.memory.state == MemoryState::Loaded && obs.memory.on_demand);
+        if obs.next_retry_at.is_none() && !on_demand {
             return None;
         }
         let unload_at = self

@@ -29,7 +29,7 @@ pub trait Workers: Send + Sync + 'static {
     /// Every model with a live worker.
     fn live(&self) -> Vec<ModelName>;
     /// One readiness probe.
-    fn probe(&self, url: String) -> BoxFuture<'static, Probe>;
+    fn probe(&self, url: std::sync::Arc<str>) -> BoxFuture<'static, Probe>;
     /// A load or unload request.
     fn call(&self, request: Request) -> BoxFuture<'static, anyhow::Result<()>>;
 }
@@ -66,7 +66,7 @@ impl Workers for RealWorkers {
         self.supervisor.names()
     }
 
-    fn probe(&self, url: String) -> BoxFuture<'static, Probe> {
+    fn probe(&self, url: std::sync::Arc<str>) -> BoxFuture<'static, Probe> {
         let client = self.client.clone();
         Box::pin(async move { engine::probe(&client, &url).await })
     }
