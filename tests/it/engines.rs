@@ -519,14 +519,7 @@ async fn llama_router_loads_and_unloads_through_hub() {
     memory(&hub, "llama-8b", "unloaded").await;
     let (code, answer) = chat(&hub, "mistral-7b").await;
     assert_eq!(code, 200, "{answer}");
-    let models: Value = client()
-        .get(format!("{}/upstream/mistral-7b/models", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = hub.get("/upstream/mistral-7b/models").await;
     let state = |id: &str| {
         models["data"]
             .as_array()

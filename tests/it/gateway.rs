@@ -32,14 +32,7 @@ async fn post_chat(hub: &TempHub, body: &Value) -> (u16, Value) {
 
 /// The worker's own counters (`GET /stats`), through the gateway's passthrough.
 async fn worker_stats(hub: &TempHub, model: &str) -> Value {
-    client()
-        .get(format!("{}/upstream/{model}/stats", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    hub.get(&format!("/upstream/{model}/stats")).await
 }
 
 /// How many times the daemon started a worker for `model` (its events).
@@ -144,14 +137,7 @@ models:
         async move { (worker_stats(hub, "alpha").await["in_flight"] == 0).then_some(()) }
     })
     .await;
-    let models: Value = client()
-        .get(format!("{}/v1/models", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = hub.get("/v1/models").await;
     assert_eq!(models["data"][0]["in_flight"], 0, "{models:#}");
 }
 
@@ -556,14 +542,7 @@ models:
     )
     .await;
     hub.converged().await;
-    let models: Value = client()
-        .get(format!("{}/v1/models", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = hub.get("/v1/models").await;
     assert_eq!(models["object"], "list");
     let ids: Vec<&str> = models["data"]
         .as_array()
@@ -578,14 +557,7 @@ models:
     let stats = worker_stats(&hub, "alpha").await;
     assert_eq!(stats["loaded"], true, "{stats:#}");
     // Any depth of path reaches the worker.
-    let listed: Value = client()
-        .get(format!("{}/upstream/alpha/v1/models", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = hub.get("/upstream/alpha/v1/models").await;
     assert_eq!(listed["data"][0]["id"], "alpha", "{listed:#}");
     let embeddings: Value = client()
         .post(format!("{}/v1/embeddings", hub.url))
