@@ -323,14 +323,6 @@ impl Lane {
         true
     }
 
-    /// Closes the lane to new requests (they queue) and asks for a signal when the last request
-    /// in flight ends.
-    pub fn close(&self) {
-        let mut state = self.state.lock().expect("lane lock");
-        state.wake_when_idle = state.in_flight > 0;
-        state.route = Route::Closed;
-    }
-
     /// Waits until no request is in flight, or `timeout`; returns how many were still in flight
     /// when it gave up (0: drained).
     pub async fn drained(&self, timeout: Duration) -> u32 {

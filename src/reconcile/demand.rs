@@ -51,7 +51,8 @@ impl Reconciler {
                 Gate::Wait
             };
         }
-        lane.close();
+        // New requests queue; the job drains those in flight.
+        lane.set_route(Route::Closed, true);
         let timeout = self.desired.settings.gateway.drain_timeout;
         Gate::Go {
             drain: Some((lane, timeout)),

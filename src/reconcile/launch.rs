@@ -7,7 +7,6 @@ use tokio::task::JoinHandle;
 
 use super::{Reconciler, execute};
 use crate::config::{DesiredState, ModelSpec};
-use crate::observed::{MemoryState, ModelObserved, Phase};
 use crate::plan::{self, Action, ModelPlan};
 
 pub(super) struct InFlight {
@@ -26,12 +25,9 @@ pub(super) struct InFlight {
     pub(super) release: Option<&'static str>,
 }
 
-/// Why a plan takes a model's weights out of memory, if it does and they are in memory now.
-fn release_reason(model_plan: &ModelPlan, obs: &ModelObserved) -> Option<&'static str> {
-    let holds = obs.memory.state == MemoryState::Loaded || obs.worker.phase == Phase::Ready;
-    if !holds {
-        return None;
-    }
+/// Why a plan would take a model's weights out of memory. Whether they were in memory is the
+/// loop's to judge when the job reports (`observe.rs`), which then says this reason.
+fn release_reason(model_plan: &ModelPlan) -> Option<&'static str> {
     model_plan.actions.iter().find_map(|action| match action {
         Action::Unload { why } => Some(why.as_str()),
         Action::Stop => Some(model_plan.release.map_or("requested", |r| r.as_str())),
@@ -58,7 +54,7 @@ impl Reconciler {
         };
         let obs = self.observed.models.entry(name.clone()).or_default();
         obs.busy = true;
-        let release = release_reason(model_plan, obs);
+        let release = release_reason(model_plan);
         let (cancel, cancelled) = watch::channel(false);
         let job = execute::Job {
             name: name.clone(),
