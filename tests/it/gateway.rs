@@ -466,6 +466,18 @@ models:
         .await
         .unwrap();
     assert_eq!(reload.status(), 401);
+    // A web page of another site cannot use the gateway, even with a key it learned.
+    let foreign = client()
+        .post(&url)
+        .header("Origin", "http://evil.example")
+        .bearer_auth("key-one")
+        .json(&chat("alpha", 2, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let body: Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "permission_error", "{body:#}");
     assert!(!hub.stderr().contains("key-one"), "a key was logged");
 }
 
