@@ -9,6 +9,7 @@
 //! its caller bound. `worker` is the built-in model server that hub runs as a real process.
 
 pub mod api;
+pub mod bytes;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod gateway;
+pub mod measure;
 pub mod observed;
 pub mod plan;
 pub mod planned;

@@ -540,7 +540,7 @@ fn enforce_group_cap(
         }
     }
 
-    let cap = group.max_loaded as usize;
+    let cap = group.max_loaded.map_or(usize::MAX, |n| n as usize);
     let holding_now = indices
         .iter()
         .filter(|&&index| {
@@ -695,7 +695,7 @@ pub fn room_possible(desired: &Desired, group: &str, except: &ModelName) -> bool
                 || (spec.state == DesiredState::Running && !spec.run.engine.has_memory_control())
         })
         .count();
-    fixed < group.max_loaded as usize
+    fixed < group.max_loaded.map_or(usize::MAX, |n| n as usize)
 }
 
 /// What applying `desired` would do now: the plan `hub diff` (through `POST /hub/plan`) prints

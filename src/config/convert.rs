@@ -121,7 +121,8 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
             group.name.clone(),
             Group {
                 name: group.name.clone(),
-                max_loaded: group.max_loaded,
+                max_loaded: Some(group.max_loaded),
+                memory: None,
                 members: Vec::new(),
             },
         );
@@ -260,6 +261,7 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
                     group: model.group.clone(),
                     idle_unload_after,
                     on_demand: model.on_demand.unwrap_or(true),
+                    memory: None,
                     run: Arc::new(RunSpec {
                         engine_name,
                         engine,
@@ -511,6 +513,7 @@ pub(super) fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine,
         stop_command: file.stop_command.clone(),
         load,
         unload,
+        memory: None,
     })
 }
 

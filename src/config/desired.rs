@@ -169,6 +169,10 @@ pub struct ModelSpec {
     pub idle_unload_after: Option<Duration>,
     /// Whether a request may start the worker or load the weights.
     pub on_demand: bool,
+    /// The operator's estimate of the model's footprint in bytes (`memory: 7.5GiB`): counted
+    /// against its group's budget until measured, and while larger than the measurement. Not
+    /// part of [`RunSpec`]: changing it restarts nothing.
+    pub memory: Option<u64>,
     /// The part of the spec that a running worker was started from: any change restarts it.
     /// Shared: a worker keeps the `Arc` it was started from, and a new config keeps the previous
     /// one's where the entry did not change ([`Desired::sharing_with`]), so the planner's
@@ -242,6 +246,16 @@ pub struct Engine {
     pub stop_command: Option<Vec<String>>,
     pub load: Option<HttpCall>,
     pub unload: Option<HttpCall>,
+    /// Where the engine reports its own memory use, the best source of a model's footprint.
+    pub memory: Option<MemoryProbe>,
+}
+
+/// An engine's own report of its memory: a `GET` of `path` whose JSON answer holds the bytes in
+/// use at `pointer` (RFC 6901), e.g. `/stats` and `/memory/bytes`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryProbe {
+    pub path: String,
+    pub pointer: String,
 }
 
 impl Engine {
@@ -275,6 +289,7 @@ impl Engine {
             stop_command: None,
             load: Some(HttpCall::post("/load")),
             unload: Some(HttpCall::post("/unload")),
+            memory: None,
         }
     }
 
@@ -325,9 +340,27 @@ impl HttpCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: String,
-    pub max_loaded: u32,
+    /// At most this many members hold weights at once, if set.
+    pub max_loaded: Option<u32>,
+    /// The members holding weights use at most this many bytes together, if set.
+    pub memory: Option<u64>,
     /// Member models in name order.
     pub members: Vec<ModelName>,
+}
+
+impl Group {
+    /// The group's limits in words: `max_loaded 2`, `memory 24 GiB`, or both.
+    pub fn limits(&self) -> String {
+        let count = self.max_loaded.map(|n| format!("max_loaded {n}"));
+        let bytes = self
+            .memory
+            .map(|b| format!("memory {}", crate::bytes::format(b)));
+        [count, bytes]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]

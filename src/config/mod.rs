@@ -22,7 +22,7 @@ mod yaml;
 pub use convert::default_log_path;
 pub use desired::{
     DEFAULT_IDLE_UNLOAD_AFTER, Desired, Engine, GatewaySettings, Group, Health, HttpCall,
-    ModelName, ModelSpec, RunSpec, Settings, parse_duration,
+    MemoryProbe, ModelName, ModelSpec, RunSpec, Settings, parse_duration,
 };
 pub use file::{DEFAULT_HOST, DEFAULT_PORT, DesiredState, HttpMethod, HubFile, LogLevel};
 pub use load::{MAX_FILE_BYTES, load, parse, read};

@@ -400,7 +400,7 @@ fn within_caps(desired: &Desired, observed: &mut Observed) {
             .filter(|m| holds(desired, observed, m))
             .cloned()
             .collect();
-        for name in holders.iter().skip(group.max_loaded as usize) {
+        for name in holders.iter().skip(group.max_loaded.unwrap() as usize) {
             let obs = observed.models.get_mut(name).unwrap();
             obs.worker.phase = Phase::Stopped;
             obs.worker.run = None;
@@ -482,7 +482,7 @@ fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, now: 
         let Some(group) = desired.models.get(name).and_then(|s| s.group.as_deref()) else {
             return;
         };
-        let cap = desired.groups[group].max_loaded;
+        let cap = desired.groups[group].max_loaded.unwrap();
         let members = &desired.groups[group].members;
         let loaded = members
             .iter()
@@ -557,7 +557,7 @@ fn check_converged(desired: &Desired, observed: &Observed, last: &super::Plan, s
             .count() as u32;
         assert_eq!(
             holding,
-            group.max_loaded,
+            group.max_loaded.unwrap(),
             "{name} waits for room in a group with room; {}",
             context()
         );
@@ -623,9 +623,9 @@ fn check_converged(desired: &Desired, observed: &Observed, last: &super::Plan, s
             .filter(|m| holds(desired, observed, m))
             .count() as u32;
         assert!(
-            holding <= group.max_loaded,
+            holding <= group.max_loaded.unwrap(),
             "group {group_name} holds {holding} of {}; {}",
-            group.max_loaded,
+            group.max_loaded.unwrap(),
             context()
         );
     }

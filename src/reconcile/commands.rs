@@ -90,11 +90,15 @@ impl Reconciler {
         }) = &model_plan
             && matches!(verb, Verb::Load | Verb::Start)
         {
-            let max_loaded = self.desired.groups.get(group).map_or(0, |g| g.max_loaded);
+            let limits = self
+                .desired
+                .groups
+                .get(group)
+                .map_or_else(String::new, |g| g.limits());
             self.observed.models.insert(name, before);
             return Err(CommandError::GroupFull {
                 group: group.clone(),
-                max_loaded,
+                limits,
             });
         }
         self.trigger = Trigger::Api;

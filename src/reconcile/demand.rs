@@ -186,12 +186,15 @@ fn refusal(
     }) = model_plan
         && !plan::room_possible(desired, group, name)
     {
-        let max_loaded = desired.groups.get(group).map_or(0, |g| g.max_loaded);
+        let limits = desired
+            .groups
+            .get(group)
+            .map_or_else(String::new, |g| g.limits());
         return Some(Refusal {
             status: 429,
             code: "group_full",
             message: format!(
-                "group {group:?} is full: max_loaded {max_loaded}, and every loaded member is pinned by hub.yaml, so none can make room for \"{name}\""
+                "group {group:?} is full ({limits}), and every loaded member is pinned by hub.yaml, so none can make room for \"{name}\""
             ),
             retry_after: None,
         });

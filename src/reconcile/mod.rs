@@ -121,10 +121,8 @@ pub enum CommandError {
     UnknownModel(String),
     #[error("{0}")]
     Conflict(String),
-    #[error(
-        "group {group:?} is full: max_loaded {max_loaded}, and no loaded member can be evicted"
-    )]
-    GroupFull { group: String, max_loaded: u32 },
+    #[error("group {group:?} is full ({limits}), and no loaded member can be evicted")]
+    GroupFull { group: String, limits: String },
     #[error("hub is shutting down")]
     ShuttingDown,
     /// The config conflicts with what runs (a fixed port a live worker holds).

@@ -246,7 +246,8 @@ pub struct OverrideStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupStatus {
     pub name: String,
-    pub max_loaded: u32,
+    /// At most this many members hold weights at once (absent: no count limit).
+    pub max_loaded: Option<u32>,
     pub members: Vec<String>,
     pub loaded: Vec<String>,
 }
