@@ -284,7 +284,7 @@ fn status() -> Status {
         models: vec![alpha, beta, gamma, delta, omega],
         groups: vec![GroupStatus {
             name: "tier_one".to_string(),
-            max_loaded: 1,
+            max_loaded: Some(1),
             members: vec!["alpha".to_string(), "beta-long-name".to_string()],
             loaded: vec!["alpha".to_string()],
         }],
