@@ -87,7 +87,12 @@ pub async fn run(
         max_backoff,
     };
     let sha256 = crate::sha256_hex(text.as_bytes());
-    let workers = Arc::new(reconcile::RealWorkers { supervisor, client });
+    let meter = Arc::new(crate::measure::Meter::new(client.clone()));
+    let workers = Arc::new(reconcile::RealWorkers {
+        supervisor,
+        client,
+        meter,
+    });
     let (reconciler, events, handle) = reconcile::start(
         options,
         desired,

@@ -37,6 +37,9 @@ pub struct ModelObserved {
     pub error: Option<ActionError>,
     /// While set and in the future, the model is backing off after a failure.
     pub next_retry_at: Option<Time>,
+    /// The model's footprint as last measured, kept when it unloads or stops (and, through the
+    /// state file, across daemon restarts): what its next load will take.
+    pub footprint: Option<crate::measure::Footprint>,
 }
 
 /// What the gateway last said of a model's requests.
@@ -136,6 +139,9 @@ pub struct Memory {
     /// Requests the worker is serving now, as its last health answer said. A model serving a
     /// request is never evicted or idle-unloaded.
     pub in_flight: u32,
+    /// What the worker's processes held just before this load, measured: an unload has freed
+    /// the weights once the worker is back near it.
+    pub baseline: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

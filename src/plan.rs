@@ -1,13 +1,16 @@
 //! The planner: a pure function from desired and observed state (and the time) to the actions
 //! that converge them. No IO, no clock, no async: `hub diff` prints exactly what `hub apply` runs.
 //!
-//! Each model is planned on its own, then memory groups are checked as a whole: loads into a full
-//! group evict the least recently used member that is not pinned.
+//! Each model is planned on its own, then memory groups are checked as a whole: a load that would
+//! take its group past `max_loaded` or past its memory budget evicts the least recently used
+//! members that are idle and not pinned, or waits. A member's bytes are its [`footprint`]: the
+//! larger of hub.yaml's estimate and the last measurement.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::{Desired, DesiredState, ModelName, ModelSpec};
+use crate::measure::{Footprint, Source};
 use crate::observed::{MemoryState, ModelObserved, Observed, Phase, Time};
 use crate::wire::Outcome;
 
@@ -36,6 +39,11 @@ pub struct ModelPlan {
     /// Stop admitting new requests: a member of a full group, serving now, that the next
     /// eviction will pick once its requests end, so that a model waiting for room gets it.
     pub yields: bool,
+    /// The bytes the plan's load (or, for an engine without load/unload, its start) takes, where
+    /// known: the model's [`footprint`], or in a group with a budget an estimate.
+    pub bytes: Option<u64>,
+    /// The members of its group evicted in this plan to make room for its load.
+    pub evicts: Vec<ModelName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +65,8 @@ pub enum UnloadReason {
     Evicted,
     /// Asked for through the API.
     Requested,
+    /// Evicted because its group's memory budget could not hold a load otherwise.
+    Memory,
 }
 
 impl UnloadReason {
@@ -66,6 +76,7 @@ impl UnloadReason {
             UnloadReason::Unpinned | UnloadReason::Requested => "requested",
             UnloadReason::Idle => "idle",
             UnloadReason::Evicted => "evicted",
+            UnloadReason::Memory => "memory",
         }
     }
 }
@@ -136,6 +147,9 @@ impl Action {
                 UnloadReason::Idle => Some("idle".to_string()),
                 UnloadReason::Evicted => Some("evicted to make room in its group".to_string()),
                 UnloadReason::Requested => Some("requested".to_string()),
+                UnloadReason::Memory => {
+                    Some("memory: evicted to fit its group's budget".to_string())
+                }
             },
             _ => None,
         }
@@ -155,6 +169,28 @@ impl ModelPlan {
     /// Whether the model needs nothing and waits for nothing.
     pub fn in_sync(&self) -> bool {
         self.actions.is_empty() && self.waiting.is_none()
+    }
+
+    /// The action that brings the weights into memory: the load, else the start (or restart) of
+    /// an engine that loads by starting.
+    fn taking_action(&self) -> Option<usize> {
+        let load = self.actions.iter().position(|a| *a == Action::Load);
+        load.or_else(|| {
+            self.actions
+                .iter()
+                .position(|a| matches!(a, Action::Start | Action::Restart { .. }))
+        })
+    }
+
+    /// `+7.5 GiB, evicts small`: what the load takes and whom it pushes out, for `hub diff`.
+    fn memory_note(&self) -> Option<String> {
+        let bytes = self.bytes.map(|b| format!("+{}", crate::bytes::format(b)));
+        let evicts = (!self.evicts.is_empty()).then(|| {
+            let names: Vec<&str> = self.evicts.iter().map(ModelName::as_str).collect();
+            format!("evicts {}", names.join(", "))
+        });
+        let parts: Vec<String> = [bytes, evicts].into_iter().flatten().collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 }
 
@@ -181,13 +217,21 @@ impl fmt::Display for ModelPlan {
         if self.actions.is_empty() {
             f.write_str("  unchanged")?;
         } else {
+            let takes = self.taking_action();
             let steps: Vec<String> = self
                 .actions
                 .iter()
-                .map(|a| match (a, a.detail(), self.release) {
-                    (_, Some(detail), _) => format!("{} ({detail})", a.verb()),
-                    (Action::Stop, None, Some(why)) => format!("stop ({})", why.as_str()),
-                    _ => a.verb().to_string(),
+                .enumerate()
+                .map(|(i, a)| {
+                    let step = match (a, a.detail(), self.release) {
+                        (_, Some(detail), _) => format!("{} ({detail})", a.verb()),
+                        (Action::Stop, None, Some(why)) => format!("stop ({})", why.as_str()),
+                        _ => a.verb().to_string(),
+                    };
+                    match self.memory_note().filter(|_| takes == Some(i)) {
+                        Some(note) => format!("{step} ({note})"),
+                        None => step,
+                    }
                 })
                 .collect();
             write!(f, "  {}", steps.join(", "))?;
@@ -249,7 +293,14 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
                 (name, None, obs)
             }
         };
-        models.push(plan_model(name, spec, obs, now));
+        let mut model = plan_model(name, spec, obs, now);
+        if let Some(spec) = spec
+            && !model.actions.is_empty()
+            && takes_memory(spec, &model.actions)
+        {
+            model.bytes = footprint(Some(spec), obs).map(|f| f.bytes);
+        }
+        models.push(model);
         seen.push((spec, obs));
     }
     if !desired.groups.is_empty() {
@@ -351,6 +402,8 @@ fn plan_model(
         on_demand: false,
         release: None,
         yields: false,
+        bytes: None,
+        evicts: Vec::new(),
     };
     let phase = obs.worker.phase;
     // A model hub.yaml leaves stopped (and no operator stopped) runs while requests want it:
@@ -497,10 +550,37 @@ pub fn wave(actions: &[Action]) -> u8 {
     u8::from(!actions.iter().all(Action::frees_resources))
 }
 
-/// Keeps a group within `max_loaded` after the per-model plans: evicts the least recently used
-/// members that are not pinned, and holds back loads that still do not fit. A member whose engine
+/// Whether `actions` bring a model's weights into memory: a load, or the start of an engine
+/// without load/unload (for which a start is the load).
+fn takes_memory(spec: &ModelSpec, actions: &[Action]) -> bool {
+    let memory_control = spec.run.engine.has_memory_control();
+    actions.iter().any(|a| match a {
+        Action::Load => true,
+        Action::Start | Action::Restart { .. } => !memory_control,
+        _ => false,
+    })
+}
+
+/// What a model counts for in its group's budget: the larger of hub.yaml's estimate and the last
+/// measurement, with where that figure comes from. `None` when there is neither.
+pub fn footprint(spec: Option<&ModelSpec>, obs: &ModelObserved) -> Option<Footprint> {
+    let declared = spec.and_then(|s| s.memory).map(|bytes| Footprint {
+        bytes,
+        source: Source::Declared,
+    });
+    match (declared, obs.footprint) {
+        (Some(declared), Some(measured)) if measured.bytes > declared.bytes => Some(measured),
+        (Some(declared), _) => Some(declared),
+        (None, measured) => measured,
+    }
+}
+
+/// Keeps a group within `max_loaded` and its memory budget after the per-model plans: holds back
+/// the loads that could not fit even with every evictable member gone, then evicts the least
+/// recently used members that are idle and not pinned until the rest fit. A member whose engine
 /// cannot load and unload holds its weights exactly while its worker runs, so for it a start is
-/// the load.
+/// the load. A member never measured and without an estimate counts as the largest footprint
+/// known in its group.
 fn enforce_group_cap(
     group: &crate::config::Group,
     indices: &[usize],
@@ -511,6 +591,7 @@ fn enforce_group_cap(
         index: usize,
         obs: &'a ModelObserved,
         memory_control: bool,
+        bytes: u64,
     }
     impl Member<'_> {
         fn holds_now(&self) -> bool {
@@ -540,42 +621,82 @@ fn enforce_group_cap(
         }
     }
 
-    let cap = group.max_loaded.map_or(usize::MAX, |n| n as usize);
-    let holding_now = indices
-        .iter()
-        .filter(|&&index| {
-            let (spec, obs) = seen[index];
-            spec.is_some_and(|spec| {
-                Member {
-                    index,
-                    obs,
-                    memory_control: spec.run.engine.has_memory_control(),
-                }
-                .will_hold(&plans[index])
-            })
-        })
-        .count();
-    if holding_now <= cap {
-        return;
+    /// Members holding weights, and their bytes together.
+    #[derive(Clone, Copy)]
+    struct Usage {
+        count: usize,
+        bytes: u64,
     }
+    let cap = group.max_loaded.map_or(usize::MAX, |n| n as usize);
+    let budget = group.memory.unwrap_or(u64::MAX);
+    let fits = |usage: Usage| usage.count <= cap && usage.bytes <= budget;
+
+    // Without a budget no byte is counted, so the cheap check needs no footprints.
+    if group.memory.is_none() {
+        let holding_now = indices
+            .iter()
+            .filter(|&&index| {
+                let (spec, obs) = seen[index];
+                spec.is_some_and(|spec| {
+                    Member {
+                        index,
+                        obs,
+                        memory_control: spec.run.engine.has_memory_control(),
+                        bytes: 0,
+                    }
+                    .will_hold(&plans[index])
+                })
+            })
+            .count();
+        if holding_now <= cap {
+            return;
+        }
+    }
+    let known: Vec<Option<u64>> = indices
+        .iter()
+        .map(|&index| {
+            let (spec, obs) = seen[index];
+            footprint(spec, obs).map(|f| f.bytes)
+        })
+        .collect();
+    let estimate = known.iter().flatten().copied().max().unwrap_or(0);
     let members: Vec<Member> = indices
         .iter()
-        .filter_map(|&index| {
+        .zip(&known)
+        .filter_map(|(&index, known)| {
             let (spec, obs) = seen[index];
             Some(Member {
                 index,
                 obs,
                 memory_control: spec?.run.engine.has_memory_control(),
+                bytes: if group.memory.is_some() {
+                    known.unwrap_or(estimate)
+                } else {
+                    0
+                },
             })
         })
         .collect();
-    let count = |plans: &[ModelPlan]| {
+    let usage = |plans: &[ModelPlan], gone: &dyn Fn(&Member) -> bool| {
         members
             .iter()
-            .filter(|m| m.will_hold(&plans[m.index]))
-            .count()
+            .filter(|m| m.will_hold(&plans[m.index]) && !gone(m))
+            .fold(Usage { count: 0, bytes: 0 }, |u, m| Usage {
+                count: u.count + 1,
+                bytes: u.bytes.saturating_add(m.bytes),
+            })
     };
-    let mut holding = count(plans);
+    if group.memory.is_some() {
+        for member in &members {
+            let plan = &mut plans[member.index];
+            if plan.bytes.is_none() && plan.actions.iter().any(|a| member.takes(a)) {
+                plan.bytes = Some(member.bytes);
+            }
+        }
+    }
+    if fits(usage(plans, &|_| false)) {
+        return;
+    }
 
     // Requests queue for the members about to take room; the oldest of them came first. A
     // member whose own requests queued later yields to it (first come, first served), one whose
@@ -615,31 +736,17 @@ fn enforce_group_cap(
             m.index,
         )
     };
-    // Evict the idle ones, least recently used first.
     let mut evictable: Vec<&Member> = members
         .iter()
         .filter(|m| m.obs.serving() == 0 && releasable(m, &plans[m.index]))
         .collect();
     evictable.sort_by_key(|m| last_used(m));
-    for member in evictable {
-        if holding <= cap {
-            break;
-        }
-        if let Some(plan) = plans.get_mut(member.index) {
-            plan.actions.push(if member.memory_control {
-                Action::Unload {
-                    why: UnloadReason::Evicted,
-                }
-            } else {
-                Action::Stop
-            });
-            plan.release = Some(UnloadReason::Evicted);
-            holding -= 1;
-        }
-    }
+    let is_evictable = |m: &Member| evictable.iter().any(|e| e.index == m.index);
 
-    // Still too many: hold back loads (and, for engines without load/unload, starts): on-demand
-    // before pinned, and among on-demand ones the latest asked for first.
+    // First hold back the loads (and, for engines without load/unload, starts) that would not
+    // fit even with every evictable member gone, so nothing is evicted for a load that still
+    // could not happen: on-demand before pinned, and among on-demand ones the latest asked for
+    // first.
     let mut waiting: Vec<&Member> = members
         .iter()
         .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
@@ -653,17 +760,49 @@ fn enforce_group_cap(
     });
     let mut held_back = 0;
     for member in waiting {
-        if holding <= cap {
+        if fits(usage(plans, &is_evictable)) {
             break;
         }
-        if let Some(plan) = plans.get_mut(member.index) {
-            plan.actions.retain(|a| !member.takes(a));
-            plan.waiting = Some(Wait::GroupFull {
-                group: group.name.clone(),
-            });
-            held_back += 1;
+        let plan = &mut plans[member.index];
+        plan.actions.retain(|a| !member.takes(a));
+        plan.waiting = Some(Wait::GroupFull {
+            group: group.name.clone(),
+        });
+        plan.bytes = None;
+        held_back += 1;
+    }
+
+    // Then evict the idle ones, least recently used first, until the loads left fit. An eviction
+    // the count alone would need is `evicted`; one only the bytes need is `memory`.
+    let mut now_using = usage(plans, &|_| false);
+    let mut evicted: Vec<ModelName> = Vec::new();
+    for member in &evictable {
+        if fits(now_using) {
+            break;
         }
-        holding = count(plans);
+        let why = if now_using.count > cap {
+            UnloadReason::Evicted
+        } else {
+            UnloadReason::Memory
+        };
+        let plan = &mut plans[member.index];
+        plan.actions.push(if member.memory_control {
+            Action::Unload { why }
+        } else {
+            Action::Stop
+        });
+        plan.release = Some(why);
+        now_using.count -= 1;
+        now_using.bytes = now_using.bytes.saturating_sub(member.bytes);
+        evicted.push(plan.name.clone());
+    }
+    if !evicted.is_empty() {
+        for member in &members {
+            let plan = &mut plans[member.index];
+            if plan.actions.iter().any(|a| member.takes(a)) {
+                plan.evicts = evicted.clone();
+            }
+        }
     }
 
     // Loads held back while members that could give room up are serving: the least recently
@@ -678,24 +817,44 @@ fn enforce_group_cap(
     }
 }
 
-/// Whether a load into `group` could ever find room: some member holds weights that neither
-/// hub.yaml pins nor an engine without load/unload keeps while it runs. When none can, a request
-/// waiting for room would wait forever, and is refused at once instead.
-pub fn room_possible(desired: &Desired, group: &str, except: &ModelName) -> bool {
+/// Whether a load of `model` into `group` could ever find room: the members that always hold
+/// weights (pinned by hub.yaml, or `running` on an engine without load/unload) leave a place
+/// under `max_loaded` and, with the model's own footprint, stay within the memory budget. When
+/// they cannot, a request waiting for room would wait forever, and is refused at once instead.
+pub fn room_possible(
+    desired: &Desired,
+    observed: &Observed,
+    group: &str,
+    model: &ModelName,
+) -> bool {
     let Some(group) = desired.groups.get(group) else {
         return true;
     };
-    let fixed = group
+    let bytes_of = |name: &ModelName| {
+        let obs = observed.models.get(name);
+        let spec = desired.models.get(name);
+        obs.map_or_else(
+            || spec.and_then(|s| s.memory),
+            |obs| footprint(spec, obs).map(|f| f.bytes),
+        )
+        .unwrap_or(0)
+    };
+    let (count, bytes) = group
         .members
         .iter()
-        .filter(|name| *name != except)
-        .filter_map(|name| desired.models.get(name))
-        .filter(|spec| {
-            spec.state == DesiredState::Loaded
-                || (spec.state == DesiredState::Running && !spec.run.engine.has_memory_control())
+        .filter(|name| *name != model)
+        .filter(|name| {
+            desired.models.get(*name).is_some_and(|spec| {
+                spec.state == DesiredState::Loaded
+                    || (spec.state == DesiredState::Running
+                        && !spec.run.engine.has_memory_control())
+            })
         })
-        .count();
-    fixed < group.max_loaded.map_or(usize::MAX, |n| n as usize)
+        .fold((0usize, 0u64), |(count, bytes), name| {
+            (count + 1, bytes.saturating_add(bytes_of(name)))
+        });
+    count < group.max_loaded.map_or(usize::MAX, |n| n as usize)
+        && bytes.saturating_add(bytes_of(model)) <= group.memory.unwrap_or(u64::MAX)
 }
 
 /// What applying `desired` would do now: the plan `hub diff` (through `POST /hub/plan`) prints

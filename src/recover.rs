@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::{Desired, DesiredState, ModelName};
 use crate::engine::{self};
 use crate::observed::{MemoryState, ModelObserved, Observed, Override};
-use crate::statefile::{self, OverrideRecord, Record};
+use crate::statefile::{self, FootprintRecord, OverrideRecord, Record};
 use crate::supervisor::{self, Found, Supervisor};
 
 /// What recovery found and did.
@@ -37,8 +37,10 @@ pub async fn recover(
 ) -> Recovered {
     let mut recovered = Recovered::default();
     let state_path = statefile::path(log_path);
-    let (records, overrides) = match statefile::read(&state_path) {
-        Ok(Some(state)) if state.owner == supervisor.owner() => (state.workers, state.overrides),
+    let (records, overrides, footprints) = match statefile::read(&state_path) {
+        Ok(Some(state)) if state.owner == supervisor.owner() => {
+            (state.workers, state.overrides, state.footprints)
+        }
         Ok(Some(_)) => {
             recovered.warnings.push(format!(
                 "{} was written for another log_path; ignoring it",
@@ -59,6 +61,21 @@ pub async fn recover(
     for (name, o) in restore_overrides(desired, &overrides) {
         recovered.observed.models.entry(name).or_default().override_ = Some(Box::new(o));
     }
+    // What each model of hub.yaml measured last: its next load is planned by those bytes.
+    for record in footprints {
+        let Some((name, _)) = desired.models.get_key_value(record.model.as_str()) else {
+            continue;
+        };
+        recovered
+            .observed
+            .models
+            .entry(name.clone())
+            .or_default()
+            .footprint = Some(crate::measure::Footprint {
+            bytes: record.bytes,
+            source: record.source,
+        });
+    }
     let found = supervisor::discover(supervisor.owner());
     let record_of = |f: &Found| {
         records
@@ -77,11 +94,10 @@ pub async fn recover(
                 Ok(()) => {
                     adopted_pgids.insert(leader.pgid);
                     let mut adopted = observed(desired, &name, record);
-                    adopted.override_ = recovered
-                        .observed
-                        .models
-                        .remove(&name)
-                        .and_then(|o| o.override_);
+                    if let Some(restored) = recovered.observed.models.remove(&name) {
+                        adopted.override_ = restored.override_;
+                        adopted.footprint = restored.footprint;
+                    }
                     recovered.observed.models.insert(name.clone(), adopted);
                     recovered.adopted.push(name);
                 }
@@ -182,10 +198,18 @@ fn observed(desired: &Desired, name: &ModelName, record: &Record) -> ModelObserv
 
 /// The state file's view of the observed state: every live worker with a known identity, and
 /// every override.
-pub fn records(observed: &Observed, hub_exe: &str) -> (Vec<Record>, Vec<OverrideRecord>) {
+pub fn records(observed: &Observed, hub_exe: &str) -> Records {
     let mut records = Vec::new();
     let mut overrides = Vec::new();
+    let mut footprints = Vec::new();
     for (name, obs) in &observed.models {
+        if let Some(footprint) = obs.footprint {
+            footprints.push(FootprintRecord {
+                model: name.to_string(),
+                bytes: footprint.bytes,
+                source: footprint.source,
+            });
+        }
         if let Some(o) = &obs.override_ {
             overrides.push(OverrideRecord {
                 model: name.to_string(),
@@ -218,8 +242,11 @@ pub fn records(observed: &Observed, hub_exe: &str) -> (Vec<Record>, Vec<Override
             ),
         });
     }
-    (records, overrides)
+    (records, overrides, footprints)
 }
+
+/// What the state file records: the workers, the overrides, the footprints.
+pub type Records = (Vec<Record>, Vec<OverrideRecord>, Vec<FootprintRecord>);
 
 /// The recorded overrides that still hold: their model is in hub.yaml with the very entry they
 /// were set against. Any other is cleared, as a change of the entry clears it while the daemon runs.

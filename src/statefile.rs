@@ -19,6 +19,19 @@ pub struct StateFile {
     /// Absent in files written before overrides were recorded.
     #[serde(default)]
     pub overrides: Vec<OverrideRecord>,
+    /// Each model's footprint as last measured, so a restarted daemon plans its loads by the
+    /// bytes they took before (SPEC section 12). Absent in files written before budgets.
+    #[serde(default)]
+    pub footprints: Vec<FootprintRecord>,
+}
+
+/// A model's last measured footprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FootprintRecord {
+    pub model: String,
+    pub bytes: u64,
+    /// `engine`, `nvml` or `rss`.
+    pub source: crate::measure::Source,
 }
 
 /// A model's override: the state an API call set, and the hub.yaml entry it was set against.
@@ -179,6 +192,11 @@ mod tests {
                 entry_hash: "e".into(),
                 at: "2026-11-23T00:00:00Z".into(),
                 by: "stop".into(),
+            }],
+            footprints: vec![FootprintRecord {
+                model: "alpha".into(),
+                bytes: 7 << 30,
+                source: crate::measure::Source::Nvml,
             }],
         };
         write(&path, &state).unwrap();

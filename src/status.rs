@@ -98,6 +98,7 @@ pub fn build(inputs: Inputs<'_>) -> Status {
             }
             _ => obs.memory.state,
         };
+        let footprint = plan::footprint(spec, &obs);
         counts.models += usize::from(spec.is_some());
         counts.running += usize::from(obs.worker.phase == Phase::Ready);
         counts.loaded += usize::from(memory_state == MemoryState::Loaded);
@@ -137,6 +138,9 @@ pub fn build(inputs: Inputs<'_>) -> Status {
                 unload_at: time(spec.and_then(|s| plan::unload_at(s, &obs))),
                 in_flight: obs.serving(),
                 queued: obs.requests.queued,
+                bytes: footprint.map(|f| f.bytes),
+                bytes_source: footprint.map(|f| f.source.as_str().to_string()),
+                measured_bytes: obs.footprint.map(|f| f.bytes),
             },
             in_sync: model_plan.in_sync() && obs.error.is_none(),
             override_: obs.override_.as_ref().map(|o| OverrideStatus {
@@ -159,6 +163,14 @@ pub fn build(inputs: Inputs<'_>) -> Status {
             name: group.name.clone(),
             max_loaded: group.max_loaded,
             members: group.members.iter().map(ToString::to_string).collect(),
+            memory_budget: group.memory,
+            memory_used: group
+                .members
+                .iter()
+                .filter_map(|m| models.iter().find(|s| s.name == m.as_str()))
+                .filter(|s| s.memory.state != MemoryPhase::Unloaded)
+                .filter_map(|s| s.memory.bytes)
+                .sum(),
             loaded: group
                 .members
                 .iter()

@@ -230,6 +230,63 @@ pub fn render(metrics: &Metrics, status: &Status, lanes: &[(String, Figures)]) -
         ),
     );
     family(
+        "hub_model_memory_bytes",
+        "gauge",
+        "Each model's footprint as the planner counts it (the larger of hub.yaml's memory and the last measurement), by where it comes from: declared, engine, nvml or rss.",
+        status
+            .models
+            .iter()
+            .filter_map(|m| {
+                let bytes = m.memory.bytes?;
+                let source = m.memory.bytes_source.as_deref().unwrap_or("");
+                Some((
+                    format!(
+                        "hub_model_memory_bytes{{model=\"{}\",source=\"{}\"}}",
+                        escape(&m.name),
+                        escape(source)
+                    ),
+                    bytes.to_string(),
+                ))
+            })
+            .collect(),
+    );
+    family(
+        "hub_group_memory_budget_bytes",
+        "gauge",
+        "Each memory group's budget (hub.yaml's memory), for groups that set one.",
+        status
+            .groups
+            .iter()
+            .filter_map(|g| {
+                Some((
+                    format!(
+                        "hub_group_memory_budget_bytes{{group=\"{}\"}}",
+                        escape(&g.name)
+                    ),
+                    g.memory_budget?.to_string(),
+                ))
+            })
+            .collect(),
+    );
+    family(
+        "hub_group_memory_used_bytes",
+        "gauge",
+        "The footprints of each group's members holding weights now, together.",
+        status
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    format!(
+                        "hub_group_memory_used_bytes{{group=\"{}\"}}",
+                        escape(&g.name)
+                    ),
+                    g.memory_used.to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
         "hub_gateway_requests_total",
         "counter",
         "Requests the gateway answered, by model and HTTP status (hub's own refusals included).",
@@ -386,6 +443,8 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         expect![[r##"
+            # HELP hub_model_memory_bytes Each model's footprint as the planner counts it (the larger of hub.yaml's memory and the last measurement), by where it comes from: declared, engine, nvml or rss.
+            # TYPE hub_model_memory_bytes gauge
             # HELP hub_gateway_requests_total Requests the gateway answered, by model and HTTP status (hub's own refusals included).
             # TYPE hub_gateway_requests_total counter
             hub_gateway_requests_total{model="alpha",code="200"} 3

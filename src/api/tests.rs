@@ -377,6 +377,8 @@ async fn a_lagging_event_subscriber_is_told_what_it_missed_and_goes_on() {
             message: format!("event {i}"),
             reason: None,
             report: None,
+            bytes: None,
+            bytes_source: None,
         });
     }
     let mut stream = Box::pin(futures_util::stream::unfold(receiver, next));

@@ -233,6 +233,8 @@ mod tests {
                         message: format!("connection {n}"),
                         reason: None,
                         report: None,
+                        bytes: None,
+                        bytes_source: None,
                     };
                     let data = serde_json::to_string(&event).unwrap();
                     let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(

@@ -17,7 +17,7 @@ const NOW: Time = datetime!(2026-11-23 10:00 UTC);
 /// Observed state, one model per line: `name phase [memory] [flags]`. Flags: `on_demand`,
 /// `busy`, `crashed`, `load_requested`, `unload_requested`, `retry=+5s` (next retry from now),
 /// `last=-30s` (last activity before now), `path=X` (the worker runs an older model_path),
-/// `override=running`.
+/// `override=running`, `measured=100MiB` (its last measured footprint).
 fn observed(desired: &Desired, text: &str) -> Observed {
     let mut observed = Observed::default();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -65,6 +65,12 @@ fn observed(desired: &Desired, text: &str) -> Observed {
                             obs.requests.queued_since = Some(NOW - seconds(value));
                         }
                         "path" => run.model_path = value.to_string(),
+                        "measured" => {
+                            obs.footprint = Some(crate::measure::Footprint {
+                                bytes: crate::bytes::parse(value).expect("a size"),
+                                source: crate::measure::Source::Rss,
+                            })
+                        }
                         "override" => {
                             let state = match value {
                                 "stopped" => DesiredState::Stopped,
@@ -233,7 +239,7 @@ fn a_load_into_a_full_group_evicts_the_least_recently_used_unpinned_member() {
         expect![[r#"
             = alpha  unchanged
             ↓ beta  unload (evicted to make room in its group)
-            ↑ gamma  load"#]],
+            ↑ gamma  load (evicts beta)"#]],
     );
 }
 
@@ -448,6 +454,8 @@ fn updates(
             Update::Memory(MemoryState::Loading),
             Update::Loaded {
                 on_demand: model_plan.target != DesiredState::Loaded,
+                baseline: None,
+                footprint: None,
             },
         ],
         Action::Unload { .. } => vec![
@@ -836,7 +844,7 @@ fn a_loaded_model_keeps_its_room_for_requests_that_queued_before_the_waiting_one
          beta ready queued=-5s",
         expect![[r#"
             ↓ alpha  unload (evicted to make room in its group)
-            ↑ beta  load
+            ↑ beta  load (evicts alpha)
             = delta  unchanged
             = gamma  unchanged"#]],
     );

@@ -75,7 +75,14 @@ impl Reconciler {
                 }),
                 Some(spec) => {
                     let obs = self.observed.models.get(&name).unwrap_or(&NONE);
-                    route(&name, spec, obs, model_plan, &self.desired, now)
+                    route(
+                        &name,
+                        spec,
+                        obs,
+                        model_plan,
+                        (&self.desired, &self.observed),
+                        now,
+                    )
                 }
             };
             // A model that must give up its worker or weights waits for its requests to end.
@@ -111,7 +118,7 @@ fn route(
     spec: &ModelSpec,
     obs: &ModelObserved,
     model_plan: Option<&ModelPlan>,
-    desired: &crate::config::Desired,
+    world: (&crate::config::Desired, &crate::observed::Observed),
     now: Time,
 ) -> Route {
     let memory_control = spec.run.engine.has_memory_control();
@@ -125,7 +132,7 @@ fn route(
     {
         return Route::Open { port };
     }
-    if let Some(refusal) = refusal(name, spec, obs, model_plan, desired, now) {
+    if let Some(refusal) = refusal(name, spec, obs, model_plan, world, now) {
         return Route::Refused(refusal);
     }
     Route::Closed
@@ -137,7 +144,7 @@ fn refusal(
     spec: &ModelSpec,
     obs: &ModelObserved,
     model_plan: Option<&ModelPlan>,
-    desired: &crate::config::Desired,
+    (desired, observed): (&crate::config::Desired, &crate::observed::Observed),
     now: Time,
 ) -> Option<Refusal> {
     let unavailable = |message: String, retry_after: Option<u64>| Refusal {
@@ -184,7 +191,7 @@ fn refusal(
         waiting: Some(Wait::GroupFull { group }),
         ..
     }) = model_plan
-        && !plan::room_possible(desired, group, name)
+        && !plan::room_possible(desired, observed, group, name)
     {
         let limits = desired
             .groups

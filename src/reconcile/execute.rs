@@ -13,6 +13,7 @@ use super::Event;
 use super::workers::Workers;
 use crate::config::{Engine, HttpCall, ModelName, ModelSpec, RunSpec};
 use crate::engine::{self, Request, Vars};
+use crate::measure::{Footprint, Target};
 use crate::observed::{MemoryState, Time};
 use crate::plan::Action;
 use crate::supervisor::{ExitInfo, SpawnRequest};
@@ -26,6 +27,10 @@ const QUICK_FOR: Duration = Duration::from_millis(10);
 const PROBE_MAX: Duration = Duration::from_millis(100);
 /// How long a process may take to die after SIGKILL before the stop is reported as failed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// How long an unload in a group with a memory budget waits for its worker's memory to be
+/// measured gone before the next load goes ahead anyway (with a warning), and how often it looks.
+pub const FREED_TIMEOUT: Duration = Duration::from_secs(30);
+const FREED_POLL: Duration = Duration::from_millis(50);
 
 /// One step's effect on the observed state.
 #[derive(Debug, Clone)]
@@ -53,7 +58,14 @@ pub enum Update {
     Memory(MemoryState),
     Loaded {
         on_demand: bool,
+        /// The worker's processes just before the load and just after it, as measured (`None`
+        /// where nothing could be measured).
+        baseline: Option<u64>,
+        footprint: Option<Footprint>,
     },
+    /// The model's footprint, measured: after the start of an engine that loads by starting,
+    /// or on the probe's schedule while it holds its weights.
+    Measured(Footprint),
     Succeeded(Action),
     Failed {
         action: Action,
@@ -94,6 +106,12 @@ pub struct Job {
     /// Before a stop: the model's gateway lane (already closed to new requests), whose requests
     /// in flight may finish for up to this long.
     pub drain: Option<(Arc<crate::gateway::Lane>, Duration)>,
+    /// The live worker's pid (its process group), for measuring its memory.
+    pub pid: Option<u32>,
+    /// In a group with a memory budget: an unload ends only once the worker's memory is measured
+    /// at or below this many bytes (or after [`FREED_TIMEOUT`]), so the next load into the group
+    /// never finds the last one's weights still resident.
+    pub freed_below: Option<u64>,
 }
 
 /// Why a step did not complete.
@@ -217,6 +235,7 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
     })?;
     job.running = Some(run.clone());
     job.current_port = Some(port);
+    job.pid = Some(spawned.pid);
     send(Update::Spawned {
         at: ctx.clock.now(),
         pid: spawned.pid,
@@ -249,6 +268,13 @@ async fn start(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(
         });
     }
     send(Update::Ready);
+    // An engine without load/unload holds its weights once it is ready: that is its load.
+    if !run.engine.has_memory_control()
+        && let Some(target) = target(job, ctx)
+        && let Some(footprint) = ctx.workers.measure(target).await
+    {
+        send(Update::Measured(footprint));
+    }
     Ok(())
 }
 
@@ -299,6 +325,11 @@ async fn wait_ready(
 
 async fn load(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
     let request = memory_request(job, ctx, |e| e.load.as_ref())?;
+    let target = target(job, ctx);
+    let baseline = match &target {
+        Some(target) => ctx.workers.measure(target.clone()).await.map(|f| f.bytes),
+        None => None,
+    };
     send(Update::Memory(MemoryState::Loading));
     let call = ctx.workers.call(request);
     let result = tokio::select! {
@@ -308,8 +339,14 @@ async fn load(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<()
     };
     match result {
         Ok(()) => {
+            let footprint = match target {
+                Some(target) => ctx.workers.measure(target).await,
+                None => None,
+            };
             send(Update::Loaded {
                 on_demand: job.on_demand,
+                baseline,
+                footprint,
             });
             Ok(())
         }
@@ -330,6 +367,9 @@ async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), 
     send(Update::Memory(MemoryState::Unloading));
     match ctx.workers.call(request).await {
         Ok(()) => {
+            if let (Some(below), Some(target)) = (job.freed_below, target(job, ctx)) {
+                wait_freed(&job.name, ctx, target, below).await;
+            }
             send(Update::Memory(MemoryState::Unloaded));
             Ok(())
         }
@@ -339,6 +379,46 @@ async fn unload(job: &Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), 
             Err(e.into())
         }
     }
+}
+
+/// Waits until the worker's memory is measured at or below `below` bytes, for at most
+/// [`FREED_TIMEOUT`]: past that, it says so and lets the next load go ahead.
+async fn wait_freed(name: &ModelName, ctx: &Context, target: Target, below: u64) {
+    let deadline = tokio::time::Instant::now() + FREED_TIMEOUT;
+    loop {
+        // Freed, or nothing left to measure (the process is gone).
+        let Some(held) = ctx.workers.measure(target.clone()).await else {
+            return;
+        };
+        if held.bytes <= below {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                model = %name,
+                "its worker still holds {} ({}) {FREED_TIMEOUT:?} after the unload, more than the {} expected: the next load goes ahead anyway",
+                crate::bytes::format(held.bytes),
+                held.source.as_str(),
+                crate::bytes::format(below),
+            );
+            return;
+        }
+        tokio::time::sleep(FREED_POLL).await;
+    }
+}
+
+/// What to measure for the job's worker: its process group, and its engine's own report if the
+/// engine has one.
+fn target(job: &Job, ctx: &Context) -> Option<Target> {
+    let pid = job.pid?;
+    let engine = match (&job.running, job.current_port) {
+        (Some(run), Some(port)) => run.engine.memory.as_ref().map(|probe| {
+            let vars = vars(&job.name, run, port, &ctx.hub_exe);
+            (engine::url(&vars, &probe.path), probe.pointer.clone())
+        }),
+        _ => None,
+    };
+    Some(Target { pid, engine })
 }
 
 fn memory_request(

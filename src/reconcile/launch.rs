@@ -36,6 +36,17 @@ fn release_reason(model_plan: &ModelPlan) -> Option<&'static str> {
     })
 }
 
+/// The memory at or below which an unloaded worker has freed its weights: near what it held
+/// before the load (within a tenth of the weights), or, where that was not measured, half of
+/// what it held loaded. `None` when its footprint was never measured.
+fn freed_below(obs: &crate::observed::ModelObserved) -> Option<u64> {
+    let held = obs.footprint?.bytes;
+    Some(match obs.memory.baseline {
+        Some(baseline) if baseline < held => baseline + (held - baseline) / 10,
+        _ => held / 2,
+    })
+}
+
 impl Reconciler {
     pub(super) fn launch(
         &mut self,
@@ -52,6 +63,11 @@ impl Reconciler {
             Some(spec) if starts => Some(self.pick_port(spec)),
             _ => None,
         };
+        let budgeted = spec
+            .as_ref()
+            .and_then(|s| s.group.as_ref())
+            .and_then(|g| self.desired.groups.get(g))
+            .is_some_and(|g| g.memory.is_some());
         let obs = self.observed.models.entry(name.clone()).or_default();
         obs.busy = true;
         let release = release_reason(model_plan);
@@ -70,6 +86,8 @@ impl Reconciler {
             stops_failed: plan::stops_failed(model_plan),
             demand_started: model_plan.on_demand,
             drain,
+            pid: obs.worker.pid,
+            freed_below: budgeted.then(|| freed_below(obs)).flatten(),
         };
         let spec = job.spec.clone();
         let task = tokio::spawn(execute::run(job, self.executor.clone()));

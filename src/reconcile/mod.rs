@@ -92,6 +92,8 @@ pub enum Event {
         name: ModelName,
         pid: u32,
         probe: Probe,
+        /// Its memory, measured alongside the probe when a measurement was due.
+        footprint: Option<crate::measure::Footprint>,
     },
     Shutdown {
         keep_workers: bool,
@@ -207,10 +209,7 @@ pub struct Reconciler {
     /// reads the status next sees its effect.
     replies: Vec<Box<dyn FnOnce() + Send>>,
     /// What the state file last said, so it is written only when that changes.
-    recorded: Option<(
-        Vec<crate::statefile::Record>,
-        Vec<crate::statefile::OverrideRecord>,
-    )>,
+    recorded: Option<crate::recover::Records>,
 }
 
 /// Builds the loop around an already validated desired state. `workers` reach the processes
@@ -395,7 +394,15 @@ impl Reconciler {
                 }
             }
             Event::Exit(exit) => self.on_exit(exit, now),
-            Event::Health { name, pid, probe } => return self.on_health(name, pid, probe, now),
+            Event::Health {
+                name,
+                pid,
+                probe,
+                footprint,
+            } => {
+                let measured = footprint.is_some_and(|f| self.on_measured(&name, pid, f, now));
+                return self.on_health(name, pid, probe, now) || measured;
+            }
             Event::Requests { .. } => {}
             Event::Shutdown { .. } => unreachable!("handled by run"),
         }
@@ -409,16 +416,19 @@ impl Reconciler {
         self.sync_requests();
         let plan = plan::plan(&self.desired, &self.observed, now);
         for model_plan in &plan.models {
+            let never_fits = match &model_plan.waiting {
+                Some(Wait::GroupFull { group }) => {
+                    !plan::room_possible(&self.desired, &self.observed, group, &model_plan.name)
+                }
+                _ => false,
+            };
             let Some(obs) = self.observed.models.get_mut(&model_plan.name) else {
                 continue;
             };
             if model_plan.override_ == OverrideChange::Cleared {
                 obs.override_ = None;
             }
-            if let Some(Wait::GroupFull { group }) = &model_plan.waiting
-                && obs.load_requested
-                && !plan::room_possible(&self.desired, group, &model_plan.name)
-            {
+            if never_fits && obs.load_requested {
                 tracing::warn!(model = %model_plan.name, "on-demand load dropped: its group is full of pinned models");
                 obs.load_requested = false;
             }

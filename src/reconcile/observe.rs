@@ -27,7 +27,7 @@ pub(super) fn backoff(
 
 /// Whether the model's weights are in memory: loaded, or (an engine without load/unload) its
 /// worker ready.
-fn holds_weights(obs: &crate::observed::ModelObserved) -> bool {
+pub(super) fn holds_weights(obs: &crate::observed::ModelObserved) -> bool {
     let memory_control = obs
         .worker
         .run
@@ -79,7 +79,19 @@ impl Reconciler {
                     state.as_str().into(),
                 );
             }
-            Update::Loaded { on_demand } => {
+            Update::Measured(footprint) => {
+                let before = self.observed.models.get(&name).and_then(|o| o.footprint);
+                report::measured(&self.journal, now, &name, before, *footprint);
+            }
+            Update::Loaded {
+                on_demand,
+                footprint,
+                ..
+            } => {
+                if let Some(footprint) = footprint {
+                    let before = self.observed.models.get(&name).and_then(|o| o.footprint);
+                    report::measured(&self.journal, now, &name, before, *footprint);
+                }
                 let message = if *on_demand {
                     "loaded on demand"
                 } else {

@@ -14,6 +14,10 @@ use crate::observed::{MemoryState, Phase, Time};
 /// A ready worker that fails this many health probes in a row is restarted.
 pub(super) const HEALTH_FAILURES: u32 = 3;
 
+/// A model holding its weights is measured again with the first probe after this long, so a
+/// footprint that grows while it serves (caches, longer contexts) is what the planner counts.
+pub(super) const MEASURE_EVERY: Duration = Duration::from_secs(10);
+
 /// When a ready worker is next probed, and how its probes went.
 #[derive(Default)]
 pub(super) struct Probing {
@@ -22,9 +26,34 @@ pub(super) struct Probing {
     pub(super) failures: u32,
     /// The health URL of the worker with this pid, built once rather than for every probe.
     pub(super) url: Option<(u32, Arc<str>)>,
+    /// When its memory was last measured with a probe.
+    pub(super) measured_at: Option<Instant>,
 }
 
 impl Reconciler {
+    /// A footprint measured alongside a probe of the worker with `pid`, kept when it moved by more
+    /// than a tenth (and then the planner should look again).
+    pub(super) fn on_measured(
+        &mut self,
+        name: &ModelName,
+        pid: u32,
+        footprint: crate::measure::Footprint,
+        now: Time,
+    ) -> bool {
+        let Some(obs) = self.observed.models.get_mut(name) else {
+            return false;
+        };
+        if obs.worker.pid != Some(pid) || obs.busy {
+            return false;
+        }
+        // Drift within a tenth keeps the figure (and the state file) as it is.
+        let moved = super::report::measured(&self.journal, now, name, obs.footprint, footprint);
+        if moved {
+            obs.footprint = Some(footprint);
+        }
+        moved
+    }
+
     /// A health probe's answer. Only a change (activity, or a worker judged unhealthy) needs a
     /// pass; a quiet healthy answer costs nothing more.
     pub(super) fn on_health(&mut self, name: ModelName, pid: u32, probe: Probe, now: Time) -> bool {
@@ -121,11 +150,39 @@ impl Reconciler {
                 }
             };
             let probe = self.executor.workers.probe(url);
+            // Measured with the probe while it holds weights, at most every `MEASURE_EVERY`.
+            let measure = (super::observe::holds_weights(obs)
+                && probing
+                    .measured_at
+                    .is_none_or(|at| now.duration_since(at) >= MEASURE_EVERY))
+            .then(|| {
+                probing.measured_at = Some(now);
+                let engine = run.engine.memory.as_ref().map(|probe| {
+                    let vars =
+                        crate::engine::Vars::of(name.as_str(), run, port, &self.executor.hub_exe);
+                    (
+                        crate::engine::url(&vars, &probe.path),
+                        probe.pointer.clone(),
+                    )
+                });
+                self.executor
+                    .workers
+                    .measure(crate::measure::Target { pid, engine })
+            });
             let events = self.executor.events.clone();
             let name = name.clone();
             tokio::spawn(async move {
                 let probe = probe.await;
-                let _ = events.send(Event::Health { name, pid, probe });
+                let footprint = match measure {
+                    Some(measure) => measure.await,
+                    None => None,
+                };
+                let _ = events.send(Event::Health {
+                    name,
+                    pid,
+                    probe,
+                    footprint,
+                });
             });
         }
     }

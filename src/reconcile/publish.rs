@@ -61,6 +61,7 @@ impl Reconciler {
             owner: self.options.owner.clone(),
             workers: records.0.clone(),
             overrides: records.1.clone(),
+            footprints: records.2.clone(),
         };
         // A failure shows in the status until a write succeeds (a full disk, say). The marks on
         // the workers still let the next daemon find them; only adoption (instead of a restart)

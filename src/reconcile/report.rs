@@ -28,6 +28,8 @@ pub(super) fn note(
         message,
         reason: None,
         report: None,
+        bytes: None,
+        bytes_source: None,
     });
 }
 
@@ -41,7 +43,42 @@ pub(super) fn released(journal: &Journal, now: Time, model: &ModelName, reason: 
         message: format!("released from memory ({reason})"),
         reason: Some(reason.to_string()),
         report: None,
+        bytes: None,
+        bytes_source: None,
     });
+}
+
+/// A model's footprint was measured: an event when it is new, moved by more than 10%, or comes
+/// from another source than the last one, so followers of `/hub/events` see what the planner
+/// counts without a stream of near-equal figures.
+pub(super) fn measured(
+    journal: &Journal,
+    now: Time,
+    model: &ModelName,
+    before: Option<crate::measure::Footprint>,
+    footprint: crate::measure::Footprint,
+) -> bool {
+    let moved = before.is_none_or(|b| {
+        b.source != footprint.source || footprint.bytes.abs_diff(b.bytes) * 10 > b.bytes
+    });
+    if !moved {
+        return false;
+    }
+    journal.record(HubEvent {
+        time: rfc3339(now),
+        kind: EventKind::Memory.as_str().to_string(),
+        model: Some(model.to_string()),
+        message: format!(
+            "measured {} ({})",
+            crate::bytes::format(footprint.bytes),
+            footprint.source.as_str()
+        ),
+        reason: None,
+        report: None,
+        bytes: Some(footprint.bytes),
+        bytes_source: Some(footprint.source.as_str().to_string()),
+    });
+    true
 }
 
 /// What started a reconcile (the report's `trigger`).
@@ -134,6 +171,8 @@ impl Reconciler {
         });
         self.journal.record(HubEvent {
             time: report.finished_at.clone().unwrap_or_default(),
+            bytes: None,
+            bytes_source: None,
             kind: EventKind::Reconcile.as_str().to_string(),
             model: None,
             message: format!(

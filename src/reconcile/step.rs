@@ -60,13 +60,22 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
                 obs.unload_requested = false;
             }
         }
-        Update::Loaded { on_demand } => {
+        Update::Loaded {
+            on_demand,
+            baseline,
+            footprint,
+        } => {
+            obs.memory.baseline = *baseline;
+            if footprint.is_some() {
+                obs.footprint = *footprint;
+            }
             obs.memory.state = MemoryState::Loaded;
             obs.memory.loaded_at = Some(now);
             obs.memory.last_activity = Some(now);
             obs.memory.on_demand = *on_demand;
             obs.load_requested = false;
         }
+        Update::Measured(footprint) => obs.footprint = Some(*footprint),
         Update::Succeeded(action) => {
             // Stopping a hung worker does not end its failure: the retry still waits.
             if !(matches!(action, Action::Stop) && obs.worker.phase == Phase::Failed) {

@@ -28,13 +28,22 @@ struct Behaviour {
     stuck: bool,
     /// Every load fails (a missing or unreadable model file).
     load_fails: bool,
+    /// What its weights take in memory, as `measure` reports it (on top of [`FAKE_BASELINE`]).
+    bytes: u64,
+    /// Its weights stay resident this long after an unload (a slow allocator, a GPU driver).
+    frees_after: Duration,
 }
+
+/// What a fake worker holds without weights.
+const FAKE_BASELINE: u64 = 10 << 20;
 
 struct Proc {
     pid: u32,
     port: u16,
     spawned: Instant,
     exited: watch::Sender<Option<ExitInfo>>,
+    /// Its weights' bytes, resident until this time (`None`: resident until unloaded).
+    weights: Option<(u64, Option<Instant>)>,
 }
 
 #[derive(Default)]
@@ -49,7 +58,7 @@ struct State {
 
 /// Workers that exist only as entries in a table, driven by virtual time.
 struct FakeWorkers {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     exits: mpsc::UnboundedSender<Exit>,
     epoch: Instant,
 }
@@ -111,6 +120,12 @@ impl FakeWorkers {
         self.state.lock().unwrap().procs.len()
     }
 
+    /// The bytes resident in every fake worker now, as `measure` would find them.
+    fn resident(&self) -> u64 {
+        let state = self.state.lock().unwrap();
+        state.procs.values().map(Proc::resident).sum()
+    }
+
     /// The worker dies on its own.
     fn crash(&self, name: &str) {
         let mut state = self.state.lock().unwrap();
@@ -137,6 +152,17 @@ impl FakeWorkers {
     }
 }
 
+impl Proc {
+    fn resident(&self) -> u64 {
+        let weights = match self.weights {
+            Some((bytes, None)) => bytes,
+            Some((bytes, Some(until))) if Instant::now() < until => bytes,
+            _ => 0,
+        };
+        FAKE_BASELINE + weights
+    }
+}
+
 impl Workers for FakeWorkers {
     fn spawn(&self, request: SpawnRequest<'_>) -> anyhow::Result<Spawned> {
         let mut state = self.state.lock().unwrap();
@@ -151,6 +177,7 @@ impl Workers for FakeWorkers {
                 port,
                 spawned: Instant::now(),
                 exited,
+                weights: None,
             },
         );
         self.record(&mut state, format!("spawn {} on {port}", request.name));
@@ -252,13 +279,44 @@ impl Workers for FakeWorkers {
             "load" => (behaviour.load_takes, behaviour.load_fails),
             _ => (Duration::ZERO, false),
         };
+        if verb == "unload"
+            && let Some(proc) = state.procs.get_mut(&name)
+            && let Some((bytes, _)) = proc.weights
+        {
+            proc.weights = Some((bytes, Some(Instant::now() + behaviour.frees_after)));
+        }
+        let state = Arc::downgrade(&self.state);
         Box::pin(async move {
             tokio::time::sleep(takes).await;
             if fails {
                 anyhow::bail!("cannot read a: No such file or directory");
             }
+            if verb == "load"
+                && let Some(state) = state.upgrade()
+                && let Some(proc) = state.lock().unwrap().procs.get_mut(&name)
+            {
+                proc.weights = Some((behaviour.bytes, None));
+            }
+            drop(state);
             Ok(())
         })
+    }
+
+    fn measure(
+        &self,
+        target: crate::measure::Target,
+    ) -> BoxFuture<'static, Option<crate::measure::Footprint>> {
+        let state = self.state.lock().unwrap();
+        let footprint =
+            state
+                .procs
+                .values()
+                .find(|p| p.pid == target.pid)
+                .map(|p| crate::measure::Footprint {
+                    bytes: p.resident(),
+                    source: crate::measure::Source::Rss,
+                });
+        Box::pin(async move { footprint })
     }
 }
 
@@ -276,7 +334,7 @@ engines:
 async fn start_fake(yaml: &str) -> (Handle, Arc<FakeWorkers>) {
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let fake = Arc::new(FakeWorkers {
-        state: Mutex::default(),
+        state: Arc::default(),
         exits: exits_tx,
         epoch: Instant::now(),
     });

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::ModelName;
 use crate::engine::{self, Probe, Request};
+use crate::measure::{Footprint, Meter, Target};
 use crate::supervisor::{ExitInfo, SpawnRequest, Spawned, Supervisor};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,12 +33,15 @@ pub trait Workers: Send + Sync + 'static {
     fn probe(&self, url: std::sync::Arc<str>) -> BoxFuture<'static, Probe>;
     /// A load or unload request.
     fn call(&self, request: Request) -> BoxFuture<'static, anyhow::Result<()>>;
+    /// The memory a worker's processes hold now; see [`crate::measure::Meter`].
+    fn measure(&self, target: Target) -> BoxFuture<'static, Option<Footprint>>;
 }
 
 /// Real processes and real HTTP.
 pub struct RealWorkers {
     pub supervisor: Supervisor,
     pub client: reqwest::Client,
+    pub meter: std::sync::Arc<Meter>,
 }
 
 impl Workers for RealWorkers {
@@ -74,5 +78,10 @@ impl Workers for RealWorkers {
     fn call(&self, request: Request) -> BoxFuture<'static, anyhow::Result<()>> {
         let client = self.client.clone();
         Box::pin(async move { engine::send(&client, &request).await })
+    }
+
+    fn measure(&self, target: Target) -> BoxFuture<'static, Option<Footprint>> {
+        let meter = self.meter.clone();
+        Box::pin(async move { meter.measure(&target).await })
     }
 }

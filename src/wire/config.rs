@@ -45,6 +45,13 @@ pub struct PlannedModel {
     /// Whether applying drops an override an imperative call set on the model.
     #[serde(default)]
     pub clears_override: bool,
+    /// The bytes its load takes (its footprint, or an estimate in a group with a budget), where
+    /// the plan loads it and they are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The members of its group that its load evicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evicts: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]

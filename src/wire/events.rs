@@ -19,6 +19,13 @@ pub struct HubEvent {
     /// For `reconcile` events: the finished reconcile's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// For a `memory` event of a new measurement (the first after a load, or one that moved by
+    /// more than 10%): the model's footprint in bytes, and where it was measured (`engine`,
+    /// `nvml`, `rss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_source: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]

@@ -149,6 +149,17 @@ pub struct MemoryStatus {
     /// Requests waiting in the gateway for this model to start, load or get room.
     #[serde(default)]
     pub queued: u32,
+    /// The model's footprint as the planner counts it against its group's budget: the larger of
+    /// hub.yaml's `memory` and the last measurement. Absent when neither exists yet.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Where `bytes` comes from: `declared` (hub.yaml), `engine` (the engine's own report),
+    /// `nvml` (GPU memory of the worker's processes) or `rss` (their resident memory).
+    #[serde(default)]
+    pub bytes_source: Option<String>,
+    /// The last measurement, whichever is larger.
+    #[serde(default)]
+    pub measured_bytes: Option<u64>,
 }
 
 /// A worker's phase as the status shows it: the loop's, and `backoff` for a failed worker that
@@ -250,4 +261,10 @@ pub struct GroupStatus {
     pub max_loaded: Option<u32>,
     pub members: Vec<String>,
     pub loaded: Vec<String>,
+    /// hub.yaml's `memory` for the group, in bytes (absent: no budget).
+    #[serde(default)]
+    pub memory_budget: Option<u64>,
+    /// The footprints (`memory.bytes`) of the members holding weights now, together.
+    #[serde(default)]
+    pub memory_used: u64,
 }

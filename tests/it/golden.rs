@@ -191,6 +191,9 @@ fn model(name: &str, desired: &str, phase: &str, memory: &str) -> ModelStatus {
             unload_at: None,
             in_flight: 0,
             queued: 0,
+            bytes: None,
+            bytes_source: None,
+            measured_bytes: None,
         },
         in_sync: true,
         override_: None,
@@ -287,6 +290,8 @@ fn status() -> Status {
             max_loaded: Some(1),
             members: vec!["alpha".to_string(), "beta-long-name".to_string()],
             loaded: vec!["alpha".to_string()],
+            memory_budget: None,
+            memory_used: 0,
         }],
         warnings: vec![
             "host, port or log_path changed: they take effect when hub serve restarts".to_string(),
@@ -369,6 +374,8 @@ fn plan_reply() -> PlanReply {
         actions: actions.iter().map(ToString::to_string).collect(),
         result,
         clears_override: line.contains("[clears override]"),
+        bytes: None,
+        evicts: Vec::new(),
     };
     PlanReply {
         generation: 7,
@@ -425,6 +432,8 @@ fn the_event_lines() {
         message: message.to_string(),
         reason: None,
         report: None,
+        bytes: None,
+        bytes_source: None,
     };
     let mut reconcile = event(
         "reconcile",
