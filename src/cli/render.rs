@@ -54,6 +54,7 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         "DESIRED",
         "PHASE",
         "MEMORY",
+        "BYTES",
         "IN-FLIGHT",
         "QUEUED",
         "PID",
@@ -63,8 +64,24 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         "GROUP",
         "IN-SYNC",
     ];
-    let rows: Vec<[String; 12]> = status.models.iter().map(|m| row(m, now)).collect();
+    let rows: Vec<[String; 13]> = status.models.iter().map(|m| row(m, now)).collect();
     out.push_str(&table(&header, &rows));
+    for group in &status.groups {
+        let mut limits = Vec::new();
+        if let Some(max) = group.max_loaded {
+            limits.push(format!("{} of {max} loaded", group.loaded.len()));
+        } else {
+            limits.push(format!("{} loaded", group.loaded.len()));
+        }
+        if let Some(budget) = group.memory_budget {
+            limits.push(format!(
+                "{} of {} memory",
+                compact_bytes(group.memory_used),
+                compact_bytes(budget)
+            ));
+        }
+        out.push_str(&format!("group {}: {}\n", group.name, limits.join(", ")));
+    }
     for model in &status.models {
         if let Some(error) = &model.error {
             let retry = model
@@ -142,7 +159,12 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
-fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 12] {
+/// A size without spaces, so a table's columns stay one word each: `138MiB`.
+fn compact_bytes(bytes: u64) -> String {
+    crate::bytes::format(bytes).replace(' ', "")
+}
+
+fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 13] {
     let dash = || "-".to_string();
     let uptime = m
         .worker
@@ -164,6 +186,10 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 12] {
         desired,
         m.worker.phase.to_string(),
         m.memory.state.to_string(),
+        m.memory.bytes.map_or_else(dash, |b| match m.memory.bytes_source.as_deref() {
+            Some(source) => format!("{}({source})", compact_bytes(b)),
+            None => compact_bytes(b),
+        }),
         m.memory.in_flight.to_string(),
         m.memory.queued.to_string(),
         m.worker.pid.map_or_else(dash, |p| p.to_string()),

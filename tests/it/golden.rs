@@ -231,12 +231,17 @@ fn report() -> Report {
 fn status() -> Status {
     let mut alpha = model("alpha", "loaded", "ready", "loaded");
     alpha.group = Some("tier_one".to_string());
+    alpha.memory.bytes = Some(7 << 30);
+    alpha.memory.bytes_source = Some("nvml".to_string());
+    alpha.memory.measured_bytes = Some(7 << 30);
     let mut beta = model("beta-long-name", "running", "ready", "unloaded");
     beta.group = Some("tier_one".to_string());
     beta.worker.pid = Some(1234567);
     beta.worker.port = Some(47851);
     beta.worker.started_at = Some("2026-11-21T07:30:00Z".to_string());
     beta.worker.restarts = 2;
+    beta.memory.bytes = Some(15 << 29);
+    beta.memory.bytes_source = Some("declared".to_string());
     let mut gamma = model("gamma", "running", "stopped", "unloaded");
     gamma.override_ = Some(OverrideStatus {
         state: "stopped".to_string(),
@@ -290,8 +295,8 @@ fn status() -> Status {
             max_loaded: Some(1),
             members: vec!["alpha".to_string(), "beta-long-name".to_string()],
             loaded: vec!["alpha".to_string()],
-            memory_budget: None,
-            memory_used: 0,
+            memory_budget: Some(24 << 30),
+            memory_used: 7 << 30,
         }],
         warnings: vec![
             "host, port or log_path changed: they take effect when hub serve restarts".to_string(),

@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod budget;
 mod cli;
 mod dashboard;
 mod diff_apply;

@@ -1,0 +1,154 @@
+//! Memory budgets end to end (SPEC section 12): real built-in workers load files of known sizes
+//! into a group whose budget holds two of them but not three, and requests through the gateway
+//! make the third evict by bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{TempHub, wait_until};
+
+const MIB: u64 = 1 << 20;
+/// Each model's weights: large beside the built-in worker's own few MiB, so its measured
+/// footprint is mostly the file.
+const WEIGHTS: u64 = 128 * MIB;
+/// Holds two loaded workers (and a third without weights), never three loaded ones.
+const BUDGET: u64 = 320 * MIB;
+
+const HUB: &str = "
+log_path: {log_path}
+model_starting_port: {starting_port}
+groups:
+  - {name: g, memory: 320MiB}
+models:
+  - {name: alpha, model_path: models/big-alpha.bin, state: running, group: g}
+  - {name: beta, model_path: models/big-beta.bin, state: running, group: g}
+  - {name: gamma, model_path: models/big-gamma.bin, state: running, group: g}
+";
+
+/// Resident bytes of a process, read from `/proc` by the test itself, not through hub.
+fn rss(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn chat(hub: &TempHub, model: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", hub.url))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn group(status: &Value) -> Value {
+    status["groups"][0].clone()
+}
+
+#[tokio::test]
+async fn a_third_model_evicts_by_bytes_and_the_group_never_holds_more_than_its_budget() {
+    let hub = TempHub::start(HUB).await;
+    for name in ["alpha", "beta", "gamma"] {
+        // Not zeros: every page is really written when the worker reads it.
+        let chunk: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+        let bytes = chunk.repeat((WEIGHTS / MIB) as usize);
+        std::fs::write(hub.dir.path().join(format!("models/big-{name}.bin")), bytes).unwrap();
+    }
+    let status = hub.converged().await;
+    assert_eq!(group(&status)["memory_budget"], BUDGET);
+    assert_eq!(group(&status)["memory_used"], 0);
+
+    // A sampler, independent of hub: the resident memory of the group's workers together, and
+    // what the status says the group uses, every 20 ms while the test runs.
+    let pids: Vec<u64> = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["worker"]["pid"].as_u64().unwrap())
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let url = hub.url.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut max_rss, mut max_used, mut samples) = (0u64, 0u64, 0u32);
+            while !done.load(Ordering::Relaxed) {
+                max_rss = max_rss.max(pids.iter().map(|pid| rss(*pid)).sum());
+                if let Ok(response) = client.get(format!("{url}/hub/status")).send().await
+                    && let Ok(status) = response.json::<Value>().await
+                {
+                    let used = group(&status)["memory_used"].as_u64().unwrap_or(0);
+                    max_used = max_used.max(used);
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (max_rss, max_used, samples)
+        })
+    };
+
+    for name in ["alpha", "beta"] {
+        let (code, body) = chat(&hub, name).await;
+        assert_eq!(code, 200, "{name}: {body:#}");
+    }
+    let status = hub.status().await;
+    assert_eq!(group(&status)["loaded"], json!(["alpha", "beta"]));
+    // gamma: alpha is the least recently used, and only its bytes make room.
+    let (code, body) = chat(&hub, "gamma").await;
+    assert_eq!(code, 200, "{body:#}");
+    let status = wait_until("gamma loaded and alpha released", || {
+        let hub = &hub;
+        async move {
+            let status = hub.status().await;
+            (group(&status)["loaded"] == json!(["beta", "gamma"])).then_some(status)
+        }
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    let (max_rss, max_used, samples) = sampler.await.unwrap();
+
+    let alpha = hub.get("/hub/models/alpha").await;
+    let reasons: Vec<&str> = alpha["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["memory"], "evicted for bytes: {alpha:#}");
+
+    for model in status["models"].as_array().unwrap() {
+        let name = model["name"].as_str().unwrap();
+        let measured = model["memory"]["measured_bytes"].as_u64().unwrap();
+        let ratio = measured as f64 / WEIGHTS as f64;
+        eprintln!("{name}: measured {measured} bytes for {WEIGHTS} bytes of weights ({ratio:.3}x)");
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{name} measured {measured} bytes, not within 20% of {WEIGHTS}"
+        );
+        assert_eq!(model["memory"]["bytes_source"], "rss", "{model:#}");
+    }
+    let used = group(&status)["memory_used"].as_u64().unwrap();
+    assert!(used <= BUDGET, "{used} > {BUDGET}");
+    eprintln!(
+        "{samples} samples: the workers' resident memory peaked at {max_rss} bytes, the status' memory_used at {max_used}; budget {BUDGET}"
+    );
+    assert!(samples > 10, "the sampler ran: {samples}");
+    assert!(max_used <= BUDGET, "status said {max_used} > {BUDGET}");
+    assert!(
+        max_rss <= BUDGET,
+        "the group's workers held {max_rss} bytes at once, more than the budget of {BUDGET}"
+    );
+    assert!(
+        max_rss >= 2 * WEIGHTS,
+        "the sampler saw two models loaded: {max_rss}"
+    );
+}
