@@ -277,29 +277,49 @@ async fn load(State(worker): State<Arc<Worker>>) -> Response {
 /// (`/dev/zero`, a pipe that keeps writing) fails the load instead of exhausting memory.
 pub const MAX_WEIGHTS: u64 = 1 << 30;
 
-/// Reads the model file: a regular file or a pipe, at most [`MAX_WEIGHTS`] bytes.
+/// Reads the model file: a regular file or a pipe, at most [`MAX_WEIGHTS`] bytes. The buffer is
+/// sized to the file up front, so a load holds the file's bytes and no more (a growing `Vec`
+/// doubles, and could hold up to twice them), and every byte of it is written by the read, so
+/// its pages are resident: the worker's footprint is the file, as a real engine's is its
+/// weights. A buffer this large is its own mapping (glibc maps allocations over its
+/// `mmap` threshold, at most 32 MiB), so dropping it on `/unload` gives the memory back to the
+/// system at once.
 async fn read_weights(path: &str) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind};
+    use std::io::{Error, ErrorKind, Read};
     use std::os::unix::fs::FileTypeExt;
-    use tokio::io::AsyncReadExt;
-    let kind = tokio::fs::metadata(path).await?.file_type();
+    let too_large = || {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than the built-in worker's limit of {MAX_WEIGHTS} bytes"),
+        )
+    };
+    let metadata = tokio::fs::metadata(path).await?;
+    let kind = metadata.file_type();
     if !(kind.is_file() || kind.is_fifo()) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "not a regular file (a directory or a device cannot hold weights)",
         ));
     }
-    let mut bytes = Vec::new();
-    tokio::fs::File::open(path)
-        .await?
-        .take(MAX_WEIGHTS + 1)
-        .read_to_end(&mut bytes)
-        .await?;
+    // A pipe has no length; its buffer grows as it is read.
+    let expected = if kind.is_file() { metadata.len() } else { 0 };
+    if expected > MAX_WEIGHTS {
+        return Err(too_large());
+    }
+    let path = path.to_string();
+    // std's `read_to_end` fills an exactly sized buffer without growing it (it probes for the
+    // end with a small read on the stack); tokio's would reserve more and double it.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::with_capacity(expected as usize);
+        std::fs::File::open(path)?
+            .take(MAX_WEIGHTS + 1)
+            .read_to_end(&mut bytes)?;
+        Ok::<_, Error>(bytes)
+    })
+    .await
+    .map_err(Error::other)??;
     if bytes.len() as u64 > MAX_WEIGHTS {
-        return Err(Error::new(
-            ErrorKind::FileTooLarge,
-            format!("larger than the built-in worker's limit of {MAX_WEIGHTS} bytes"),
-        ));
+        return Err(too_large());
     }
     Ok(bytes)
 }
@@ -316,6 +336,8 @@ async fn stats(State(worker): State<Arc<Worker>>) -> Json<Value> {
         "loads": worker.loads.load(Ordering::Relaxed),
         "loaded": worker.weights().is_some(),
         "idle_ms": worker.idle_ms(),
+        // The bytes of weights held: an engine's own memory report, for `engine.memory`.
+        "weights_bytes": worker.weights().map_or(0, |weights| weights.len()),
     }))
 }
 
@@ -412,6 +434,9 @@ mod tests {
             (counters["loads"].as_u64(), counters["requests"].as_u64()),
             (Some(1), Some(1))
         );
+        assert_eq!(counters["weights_bytes"], "alpha beta gamma".len());
+        client.post(format!("{url}/unload")).send().await.unwrap();
+        assert_eq!(stats(&client, &url).await["weights_bytes"], 0);
     }
 
     #[tokio::test]
@@ -458,5 +483,14 @@ mod tests {
             read_weights(file.path().to_str().unwrap()).await.unwrap(),
             b"weights"
         );
+    }
+
+    #[tokio::test]
+    async fn the_weights_buffer_is_exactly_the_file() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let size = 3 * 1024 * 1024 + 17;
+        std::fs::write(file.path(), vec![7u8; size]).unwrap();
+        let bytes = read_weights(file.path().to_str().unwrap()).await.unwrap();
+        assert_eq!((bytes.len(), bytes.capacity()), (size, size));
     }
 }

@@ -16,6 +16,7 @@ mod gateway;
 mod golden;
 mod hostile;
 mod lifecycle;
+mod measure;
 mod misbehave;
 mod openai;
 mod security;
