@@ -308,9 +308,15 @@ impl Rng {
 
 /// A random valid hub.yaml: up to 8 models, up to 2 groups, some on an engine that cannot load
 /// or unload (its worker is its weights), no more pinned models in a group than it may hold.
+/// A group has a count limit, a memory budget (4 to 9 GiB), or both; every member of a group
+/// with a budget declares 1 to 4 GiB, and the pinned ones' declarations fit the budget.
 fn random_yaml(rng: &mut Rng) -> String {
     let groups = [("g1", 1 + rng.below(3)), ("g2", 1 + rng.below(2))];
+    // 0: max_loaded only, 1: memory only, 2: both.
+    let limits = [rng.below(3), rng.below(3)];
+    let budgets = [4 + rng.below(6), 4 + rng.below(6)];
     let mut pinned = [0u64; 2];
+    let mut pinned_gib = [0u64; 2];
     let mut yaml = String::from("engines:\n  plain:\n    command: [server, '{port}']\nmodels:\n");
     for i in 0..1 + rng.below(8) {
         let group = rng.below(3) as usize;
@@ -318,11 +324,17 @@ fn random_yaml(rng: &mut Rng) -> String {
         let mut state = ["stopped", "running", "loaded"][rng.below(3) as usize];
         // Without load/unload a running worker holds its place like a pinned one.
         let holds = state == "loaded" || (plain && state == "running");
+        let gib = 1 + rng.below(4);
+        let counted = group < 2 && limits[group] != 1;
+        let budgeted = group < 2 && limits[group] != 0;
         if group < 2 && holds {
-            if pinned[group] == groups[group].1 {
+            let full = (counted && pinned[group] == groups[group].1)
+                || (budgeted && pinned_gib[group] + gib > budgets[group]);
+            if full {
                 state = if plain { "stopped" } else { "running" };
             } else {
                 pinned[group] += 1;
+                pinned_gib[group] += gib;
             }
         }
         let path = if rng.chance(20) { "new" } else { "old" };
@@ -335,11 +347,21 @@ fn random_yaml(rng: &mut Rng) -> String {
         if group < 2 {
             yaml.push_str(&format!(", group: {}", groups[group].0));
         }
+        if budgeted {
+            yaml.push_str(&format!(", memory: {gib}GiB"));
+        }
         yaml.push_str("}\n");
     }
     yaml.push_str("groups:\n");
-    for (name, max) in groups {
-        yaml.push_str(&format!("  - {{name: {name}, max_loaded: {max}}}\n"));
+    for (i, (name, max)) in groups.into_iter().enumerate() {
+        let mut keys = Vec::new();
+        if limits[i] != 1 {
+            keys.push(format!("max_loaded: {max}"));
+        }
+        if limits[i] != 0 {
+            keys.push(format!("memory: {}GiB", budgets[i]));
+        }
+        yaml.push_str(&format!("  - {{name: {name}, {}}}\n", keys.join(", ")));
     }
     yaml
 }
@@ -390,14 +412,41 @@ fn random_observed(rng: &mut Rng, desired: &Desired) -> Observed {
         if rng.chance(15) {
             line.push_str(&format!(" retry=+{}s", 1 + rng.below(60)));
         }
+        // A measurement from an earlier load: often near the estimate, sometimes well above it.
+        if rng.chance(40) {
+            line.push_str(&format!(" measured={}MiB", 512 + rng.below(5) * 512));
+        }
         text.push_str(&line);
         text.push('\n');
     }
     observed(desired, &text)
 }
 
-/// Stops members of any group that holds more than its `max_loaded`, as no state the loop
-/// reaches can (the API refuses a start or load into a full group).
+/// The members of `group` holding weights, and their footprints together (as the planner counts
+/// them: the larger of declared and measured).
+fn usage(desired: &Desired, observed: &Observed, group: &config::Group) -> (u32, u64) {
+    group
+        .members
+        .iter()
+        .filter(|m| holds(desired, observed, m))
+        .fold((0, 0), |(count, bytes), m| (count + 1, bytes + bytes_of(desired, observed, m)))
+}
+
+fn bytes_of(desired: &Desired, observed: &Observed, name: &ModelName) -> u64 {
+    let obs = observed.models.get(name).cloned().unwrap_or_default();
+    super::footprint(desired.models.get(name), &obs).map_or(0, |f| f.bytes)
+}
+
+fn cap(group: &config::Group) -> u32 {
+    group.max_loaded.unwrap_or(u32::MAX)
+}
+
+fn budget(group: &config::Group) -> u64 {
+    group.memory.unwrap_or(u64::MAX)
+}
+
+/// Stops members of any group that holds more than its `max_loaded` or its budget, as no state
+/// the loop reaches can (the API refuses a start or load into a full group).
 fn within_caps(desired: &Desired, observed: &mut Observed) {
     for group in desired.groups.values() {
         let holders: Vec<ModelName> = group
@@ -406,7 +455,13 @@ fn within_caps(desired: &Desired, observed: &mut Observed) {
             .filter(|m| holds(desired, observed, m))
             .cloned()
             .collect();
-        for name in holders.iter().skip(group.max_loaded.unwrap() as usize) {
+        let mut kept = (0u32, 0u64);
+        for name in &holders {
+            let bytes = bytes_of(desired, observed, name);
+            if kept.0 < cap(group) && kept.1 + bytes <= budget(group) {
+                kept = (kept.0 + 1, kept.1 + bytes);
+                continue;
+            }
             let obs = observed.models.get_mut(name).unwrap();
             obs.worker.phase = Phase::Stopped;
             obs.worker.run = None;
@@ -490,15 +545,14 @@ fn execute(desired: &Desired, observed: &mut Observed, plan: &super::Plan, now: 
         let Some(group) = desired.models.get(name).and_then(|s| s.group.as_deref()) else {
             return;
         };
-        let cap = desired.groups[group].max_loaded.unwrap();
-        let members = &desired.groups[group].members;
-        let loaded = members
-            .iter()
-            .filter(|m| holds(desired, observed, m))
-            .count() as u32;
+        let group_ = &desired.groups[group];
+        let (loaded, bytes) = usage(desired, observed, group_);
+        let cap = cap(group_);
+        let own = bytes_of(desired, observed, name);
         assert!(
-            loaded < cap,
-            "seed {seed}: {name} takes a place in group {group} holding {loaded} of {cap}; plan:\n{}",
+            loaded < cap && bytes + own <= budget(group_),
+            "seed {seed}: {name} ({own} bytes) takes a place in group {group} holding {loaded} of {cap}, {bytes} bytes of {:?}; plan:\n{}",
+            group_.memory,
             plan.models
                 .iter()
                 .map(ToString::to_string)
@@ -558,15 +612,10 @@ fn check_converged(desired: &Desired, observed: &Observed, last: &super::Plan, s
             return false;
         };
         let group = &desired.groups[group.as_str()];
-        let holding = group
-            .members
-            .iter()
-            .filter(|m| holds(desired, observed, m))
-            .count() as u32;
-        assert_eq!(
-            holding,
-            group.max_loaded.unwrap(),
-            "{name} waits for room in a group with room; {}",
+        let (holding, bytes) = usage(desired, observed, group);
+        assert!(
+            holding == cap(group) || bytes + bytes_of(desired, observed, name) > budget(group),
+            "{name} waits for room in a group with room ({holding} holding, {bytes} bytes); {}",
             context()
         );
         true
@@ -625,15 +674,12 @@ fn check_converged(desired: &Desired, observed: &Observed, last: &super::Plan, s
         }
     }
     for (group_name, group) in &desired.groups {
-        let holding = group
-            .members
-            .iter()
-            .filter(|m| holds(desired, observed, m))
-            .count() as u32;
+        let (holding, bytes) = usage(desired, observed, group);
         assert!(
-            holding <= group.max_loaded.unwrap(),
-            "group {group_name} holds {holding} of {}; {}",
-            group.max_loaded.unwrap(),
+            holding <= cap(group) && bytes <= budget(group),
+            "group {group_name} holds {holding} of {:?}, {bytes} bytes of {:?}; {}",
+            group.max_loaded,
+            group.memory,
             context()
         );
     }
@@ -858,5 +904,128 @@ fn a_loaded_model_keeps_its_room_for_requests_that_queued_before_the_waiting_one
             = beta  unchanged [group "g" is full]
             = delta  unchanged
             = gamma  unchanged"#]],
+    );
+}
+
+/// A group with a 10 GiB budget and no count limit: three models, one pinned.
+const BUDGET: &str = "
+models:
+  - {name: alpha, model_path: a.txt, state: running, group: g}
+  - {name: beta, model_path: b.txt, state: running, group: g}
+  - {name: gamma, model_path: c.txt, state: running, group: g, memory: 5GiB}
+  - {name: pinned, model_path: p.txt, state: loaded, group: g, memory: 1GiB}
+groups:
+  - {name: g, memory: 10GiB}
+";
+
+#[test]
+fn a_load_that_fits_the_budget_evicts_nobody() {
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=2GiB last=-60s
+         beta ready loaded on_demand measured=2GiB last=-30s
+         gamma ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn a_load_past_the_budget_evicts_by_bytes_least_recently_used_first() {
+    // 3 + 3 + 1 + 5 = 12 GiB: alpha (used longest ago) goes, and 9 GiB fit.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=3GiB last=-60s
+         beta ready loaded on_demand measured=3GiB last=-30s
+         gamma ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+    // 4 + 4 + 1 + 5 = 14 GiB: one eviction is not enough, so both go, oldest first.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=4GiB last=-30s
+         beta ready loaded on_demand measured=4.5GiB last=-60s
+         gamma ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn the_larger_of_declared_and_measured_counts() {
+    // gamma declares 5 GiB but measured 8 GiB last time: 3 + 1 + 8 = 12 GiB, so alpha goes.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=3GiB last=-60s
+         gamma ready load_requested measured=8GiB
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+    // Measured below its 5 GiB estimate, gamma still counts 5: 3 + 1 + 5 = 9 GiB fit.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=3GiB last=-60s
+         gamma ready load_requested measured=1GiB
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn a_model_never_measured_counts_as_the_largest_footprint_in_its_group() {
+    // beta has no estimate and no measurement yet: it counts as alpha's 6 GiB, so 6 + 1 + 6 > 10.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=6GiB last=-60s
+         beta ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn a_budget_never_evicts_a_pinned_or_serving_member_nor_for_a_load_that_cannot_fit() {
+    // alpha serves a request, so it yields instead of being evicted; gamma waits.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=3GiB last=-60s serving
+         beta ready loaded on_demand measured=3GiB last=-30s
+         gamma ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
+    );
+    // pinned holds 8 GiB (measured): gamma's 5 GiB cannot fit even with alpha gone, so alpha
+    // keeps its weights.
+    check(
+        BUDGET,
+        "alpha ready loaded on_demand measured=1GiB last=-60s
+         gamma ready load_requested
+         pinned ready loaded measured=8GiB",
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn a_request_is_refused_only_when_pinned_bytes_leave_no_room() {
+    let desired = desired(BUDGET);
+    let gamma = ModelName::new("gamma").unwrap();
+    let fits = observed(&desired, "pinned ready loaded measured=5GiB");
+    assert!(super::room_possible(&desired, &fits, "g", &gamma));
+    let full = observed(&desired, "pinned ready loaded measured=6GiB");
+    assert!(!super::room_possible(&desired, &full, "g", &gamma));
+}
+
+#[test]
+fn a_budget_and_a_count_apply_together() {
+    let yaml = BUDGET.replace("{name: g, memory: 10GiB}", "{name: g, memory: 10GiB, max_loaded: 3}");
+    // Bytes would fit (1 + 1 + 1 + 5), a fourth member would not: alpha goes as `evicted`.
+    check(
+        &yaml,
+        "alpha ready loaded on_demand measured=1GiB last=-60s
+         beta ready loaded on_demand measured=1GiB last=-30s
+         gamma ready load_requested
+         pinned ready loaded",
+        expect![[r#""#]],
     );
 }

@@ -13,15 +13,15 @@ use crate::support::{TempHub, wait_until};
 const MIB: u64 = 1 << 20;
 /// Each model's weights: large beside the built-in worker's own few MiB, so its measured
 /// footprint is mostly the file.
-const WEIGHTS: u64 = 128 * MIB;
+const WEIGHTS: u64 = 160 * MIB;
 /// Holds two loaded workers (and a third without weights), never three loaded ones.
-const BUDGET: u64 = 320 * MIB;
+const BUDGET: u64 = 400 * MIB;
 
 const HUB: &str = "
 log_path: {log_path}
 model_starting_port: {starting_port}
 groups:
-  - {name: g, memory: 320MiB}
+  - {name: g, memory: 400MiB}
 models:
   - {name: alpha, model_path: models/big-alpha.bin, state: running, group: g}
   - {name: beta, model_path: models/big-beta.bin, state: running, group: g}
