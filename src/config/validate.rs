@@ -304,14 +304,17 @@ pub(super) fn schema_at(pointer: &str) -> Option<&'static Value> {
                     Some(target) => node = target,
                     None => return node,
                 }
-            } else if let Some(first) =
-                node.get("anyOf")
-                    .and_then(Value::as_array)
-                    .and_then(|options| {
-                        options
-                            .iter()
-                            .find(|o| o.get("type") != Some(&"null".into()))
-                    })
+            } else if let Some(first) = node
+                .get("anyOf")
+                // An object's own `anyOf` (a group's `max_loaded` or `memory`) is a rule, not
+                // the choice of an optional value's type.
+                .filter(|_| node.get("properties").is_none())
+                .and_then(Value::as_array)
+                .and_then(|options| {
+                    options
+                        .iter()
+                        .find(|o| o.get("type") != Some(&"null".into()))
+                })
             {
                 node = first;
             } else {
