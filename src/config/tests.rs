@@ -29,7 +29,7 @@ fn unknown_keys_suggest_the_right_one() {
     check(
         "models: []\ngroups:\n  - name: g\n    max_laoded: 1\n",
         expect![[r#"
-            hub.yaml:3:5: groups[0]: missing required key `max_loaded`
+            hub.yaml:3:5: groups[0]: missing required key `max_loaded` or `memory`
             hub.yaml:4:5: groups[0].max_laoded: unknown key `max_laoded` (did you mean `max_loaded`?)"#]],
     );
 }

@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::file::{DURATION_PATTERN, HTTP_PATH_PATTERN, HubFile, SLUG_PATTERN};
+use super::convert::{invalid_pointer, invalid_size};
+use super::file::{
+    DURATION_PATTERN, HTTP_PATH_PATTERN, HubFile, JSON_POINTER_PATTERN, SLUG_PATTERN,
+};
 use super::problem::Problem;
 use super::yaml;
 
@@ -100,6 +103,25 @@ pub(super) fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem
                     ),
                 ));
             }
+            Kind::Pattern { pattern } if pattern == crate::bytes::PATTERN => {
+                problems.push(Problem::at(
+                    &pointer,
+                    invalid_size(&error.instance().to_string()),
+                ));
+            }
+            Kind::Pattern { pattern } if pattern == JSON_POINTER_PATTERN => {
+                problems.push(Problem::at(
+                    &pointer,
+                    invalid_pointer(&error.instance().to_string()),
+                ));
+            }
+            Kind::AnyOf { context } if one_of_required(context).is_some() => {
+                let keys = one_of_required(context).unwrap_or_default();
+                problems.push(Problem::at(
+                    &pointer,
+                    format!("missing required key {}", keys.join(" or ")),
+                ));
+            }
             _ => {
                 let found = written.get(pointer.as_str()).copied();
                 problems.push(Problem::at(&pointer, describe(&error, found)));
@@ -132,6 +154,22 @@ pub(super) fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem
         }
     }
     problems
+}
+
+/// The keys of an `anyOf` of which each alternative failed only for a missing key (a group's
+/// `max_loaded` or `memory`), quoted: `` [`max_loaded`, `memory`] ``.
+fn one_of_required(context: &[Vec<jsonschema::ValidationError<'_>>]) -> Option<Vec<String>> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    context
+        .iter()
+        .map(|alternative| match alternative.as_slice() {
+            [only] => match only.kind() {
+                Kind::Required { property } => Some(format!("`{}`", property.as_str()?)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Strings and keys holding a NUL (YAML writes one as `"\0"`), which no argument, environment
