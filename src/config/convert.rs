@@ -17,7 +17,7 @@ use super::file::{
 };
 use super::problem::{Problem, display_path};
 use super::templates::{self, Rendered};
-use super::validate::{closest, escape_pointer};
+use super::validate::{closest, escape_pointer, invalid_size};
 use crate::bytes;
 
 /// The shortest and longest each duration may be. Shorter ones could never work; longer ones
@@ -470,20 +470,6 @@ pub(super) fn size(text: &str) -> Result<u64, String> {
             "invalid size {text:?}: more than hub can count (16 EiB)"
         ))
     }
-}
-
-/// The message for what is not a size; `quoted` is the text as written, in quotes.
-pub(super) fn invalid_size(quoted: &str) -> String {
-    format!(
-        "invalid size {quoted}: use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 24GiB)"
-    )
-}
-
-/// The message for what is not a JSON pointer; `quoted` is the text as written, in quotes.
-pub(super) fn invalid_pointer(quoted: &str) -> String {
-    format!(
-        "invalid JSON pointer {quoted}: start it with `/` (`/memory/used_bytes`), or leave it empty for the whole answer; write `~` as `~0` and a `/` within a key as `~1`"
-    )
 }
 
 /// A duration from hub.yaml, within its bounds.

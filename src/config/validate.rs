@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::convert::{invalid_pointer, invalid_size};
 use super::file::{
     DURATION_PATTERN, HTTP_PATH_PATTERN, HubFile, JSON_POINTER_PATTERN, SLUG_PATTERN,
 };
@@ -154,6 +153,20 @@ pub(super) fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem
         }
     }
     problems
+}
+
+/// The message for what is not a size; `quoted` is the text as written, in quotes.
+pub(super) fn invalid_size(quoted: &str) -> String {
+    format!(
+        "invalid size {quoted}: use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 24GiB)"
+    )
+}
+
+/// The message for what is not a JSON pointer; `quoted` is the text as written, in quotes.
+pub(super) fn invalid_pointer(quoted: &str) -> String {
+    format!(
+        "invalid JSON pointer {quoted}: start it with `/` (`/memory/used_bytes`), or leave it empty for the whole answer; write `~` as `~0` and a `/` within a key as `~1`"
+    )
 }
 
 /// The keys of an `anyOf` of which each alternative failed only for a missing key (a group's
