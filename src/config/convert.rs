@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::desired::{
     DEFAULT_IDLE_UNLOAD_AFTER, Desired, Engine, GatewaySettings, Group, Health, HttpCall,
-    ModelName, ModelSpec, RunSpec, Settings, is_slug, parse_duration,
+    MemoryProbe, ModelName, ModelSpec, RunSpec, Settings, is_slug, parse_duration,
 };
 use super::file::{
     DEFAULT_HOST, DEFAULT_MODEL_STARTING_PORT, DEFAULT_PORT, DesiredState, EngineFile, GatewayFile,
@@ -17,7 +17,8 @@ use super::file::{
 };
 use super::problem::{Problem, display_path};
 use super::templates::{self, Rendered};
-use super::validate::{closest, escape_pointer};
+use super::validate::{closest, escape_pointer, invalid_size};
+use crate::bytes;
 
 /// The shortest and longest each duration may be. Shorter ones could never work; longer ones
 /// only overflow the clocks they are added to (a time past the year 9999 panics).
@@ -117,12 +118,24 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
             group_index.insert(&group.name, first);
             continue;
         }
+        // The schema asks for one of them too; this keeps a `Group` without a limit impossible.
+        if group.max_loaded.is_none() && group.memory.is_none() {
+            problem(
+                format!("/groups/{i}"),
+                "missing required key `max_loaded` or `memory`".to_string(),
+            );
+        }
+        let memory = group.memory.as_deref().and_then(|text| {
+            size(text)
+                .map_err(|message| problem(format!("/groups/{i}/memory"), message))
+                .ok()
+        });
         groups.insert(
             group.name.clone(),
             Group {
                 name: group.name.clone(),
-                max_loaded: Some(group.max_loaded),
-                memory: None,
+                max_loaded: group.max_loaded,
+                memory,
                 members: Vec::new(),
             },
         );
@@ -207,9 +220,30 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
             }
         }
 
+        let memory = model.memory.as_deref().and_then(|text| {
+            size(text)
+                .map_err(|message| problem(at("memory"), message))
+                .ok()
+        });
+
         if let Some(group) = &model.group {
             match groups.get_mut(group) {
-                Some(g) => g.members.push(name.clone()),
+                Some(g) => {
+                    g.members.push(name.clone());
+                    if let (Some(declared), Some(budget)) = (memory, g.memory)
+                        && declared > budget
+                    {
+                        problem(
+                            at("memory"),
+                            format!(
+                                "model {:?} declares {} but group {group:?} has a budget of {}; it could never be loaded",
+                                model.name,
+                                bytes::format(declared),
+                                bytes::format(budget)
+                            ),
+                        );
+                    }
+                }
                 None => problem(
                     at("group"),
                     format!("group {group:?} is not defined; add it under `groups:`"),
@@ -261,7 +295,7 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
                     group: model.group.clone(),
                     idle_unload_after,
                     on_demand: model.on_demand.unwrap_or(true),
-                    memory: None,
+                    memory,
                     run: Arc::new(RunSpec {
                         engine_name,
                         engine,
@@ -278,7 +312,15 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
     // Models that must hold weights: `state: loaded`, and `state: running` on an engine that
     // cannot unload (its weights are loaded exactly while it runs). Counted per group in one pass
     // over the models, so many groups and many models cost their sum, not their product.
-    let mut holding: HashMap<&str, (usize, usize)> = HashMap::new();
+    #[derive(Default)]
+    struct Holding<'a> {
+        loaded: usize,
+        running_without_unload: usize,
+        /// Those that declare `memory`, with their sizes; an undeclared one is unknown until
+        /// measured.
+        declared: Vec<(&'a str, u64)>,
+    }
+    let mut holding: HashMap<&str, Holding> = HashMap::new();
     for model in &hub.models {
         let Some(group) = model.group.as_deref() else {
             continue;
@@ -286,20 +328,29 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
         let running = model.state == Some(DesiredState::Running)
             || (model.state.is_none() && model.default == Some(true));
         let engine = model.engine.as_deref().unwrap_or("builtin");
-        let (loaded, running_without_unload) = holding.entry(group).or_default();
+        let entry = holding.entry(group).or_default();
         if model.state == Some(DesiredState::Loaded) {
-            *loaded += 1;
+            entry.loaded += 1;
         } else if running && engines.get(engine).is_some_and(|e| !e.has_memory_control()) {
-            *running_without_unload += 1;
+            entry.running_without_unload += 1;
+        } else {
+            continue;
+        }
+        if let Some(declared) = model.memory.as_deref().and_then(bytes::parse) {
+            entry.declared.push((&model.name, declared));
         }
     }
     for (i, group) in hub.groups.iter().enumerate() {
-        let (loaded, running) = holding
-            .get(group.name.as_str())
-            .copied()
-            .unwrap_or_default();
-        let max = group.max_loaded as usize;
-        if loaded + running > max && group_index.get(group.name.as_str()) == Some(&i) {
+        if group_index.get(group.name.as_str()) != Some(&i) {
+            continue;
+        }
+        let Some(held) = holding.get(group.name.as_str()) else {
+            continue;
+        };
+        let (loaded, running) = (held.loaded, held.running_without_unload);
+        if let Some(max) = group.max_loaded.map(|max| max as usize)
+            && loaded + running > max
+        {
             let message = if running == 0 {
                 format!(
                     "group {:?} has {loaded} models with `state: loaded` but `max_loaded` is {max}; raise it or set some to `running`",
@@ -313,6 +364,29 @@ pub(super) fn convert(hub: HubFile, base_dir: &Path) -> Result<Desired, Vec<Prob
                 )
             };
             problem(format!("/groups/{i}/max_loaded"), message);
+        }
+        let total: u64 = held
+            .declared
+            .iter()
+            .fold(0u64, |sum, (_, bytes)| sum.saturating_add(*bytes));
+        if let Some(budget) = group.memory.as_deref().and_then(bytes::parse)
+            && total > budget
+        {
+            let models: Vec<String> = held
+                .declared
+                .iter()
+                .map(|(name, size)| format!("{name:?} {}", bytes::format(*size)))
+                .collect();
+            problem(
+                format!("/groups/{i}/memory"),
+                format!(
+                    "group {:?} must always hold {} ({}: pinned with `state: loaded`, or `running` on an engine without load/unload) but its budget is {}; raise it or stop some",
+                    group.name,
+                    bytes::format(total),
+                    models.join(", "),
+                    bytes::format(budget)
+                ),
+            );
         }
     }
 
@@ -375,6 +449,26 @@ fn gateway_settings(
             defaults.upstream_timeout,
         ),
         max_queued: file.max_queued.unwrap_or(defaults.max_queued),
+    }
+}
+
+/// A byte size from hub.yaml (`24GiB`, `7.5 GiB`, `8GB`).
+pub(super) fn size(text: &str) -> Result<u64, String> {
+    if let Some(bytes) = bytes::parse(text) {
+        return Ok(bytes);
+    }
+    // The schema lets through only a number and a unit, which fails here when it is under one
+    // byte or past 64 bits: the same text with a whole part of 1 would parse.
+    let whole = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let shaped = whole > 0 && bytes::parse(&format!("1{}", &text[whole..])).is_some();
+    if !shaped {
+        Err(invalid_size(&format!("{text:?}")))
+    } else if text[..whole].bytes().all(|b| b == b'0') {
+        Err(format!("invalid size {text:?}: a size is at least 1 B"))
+    } else {
+        Err(format!(
+            "invalid size {text:?}: more than hub can count (16 EiB)"
+        ))
     }
 }
 
@@ -513,7 +607,10 @@ pub(super) fn convert_engine(file: &EngineFile, pointer: &str) -> Result<Engine,
         stop_command: file.stop_command.clone(),
         load,
         unload,
-        memory: None,
+        memory: file.memory.as_ref().map(|probe| MemoryProbe {
+            path: probe.path.clone(),
+            pointer: probe.pointer.clone(),
+        }),
     })
 }
 

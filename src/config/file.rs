@@ -20,6 +20,9 @@ pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)$";
 /// An HTTP request path: from `/`, with no spaces or control characters, which a URL parser
 /// would drop or refuse (a CR LF in it could even start a header).
 pub const HTTP_PATH_PATTERN: &str = r"^/[^\x00-\x20\x7F]*$";
+/// A JSON pointer (RFC 6901): empty for the whole document, else `/` before each step, with `~`
+/// only as the escapes `~0` (`~`) and `~1` (`/`).
+pub const JSON_POINTER_PATTERN: &str = r"^(/([^~]|~[01])*)?$";
 
 /// The desired state of one machine: which model servers exist, which run, which keep weights loaded.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -59,7 +62,8 @@ pub struct HubFile {
     pub engines: BTreeMap<String, EngineFile>,
     /// The models this machine knows about.
     pub models: Vec<ModelFile>,
-    /// Memory groups: at most `max_loaded` of a group's models are loaded at once.
+    /// Memory groups: the models of a group loaded at once are at most `max_loaded` in number and
+    /// fit in its `memory` budget together.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupFile>,
 }
@@ -142,6 +146,12 @@ pub struct ModelFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(SLUG_PATTERN))]
     pub group: Option<String>,
+    /// Estimate of the memory the model holds once loaded (`7.5GiB`, `512MiB`, `8GB`): counted
+    /// against its group's `memory` budget until hub has measured it, and whenever it is larger
+    /// than the measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::bytes::PATTERN))]
+    pub memory: Option<String>,
     /// Weights loaded on demand (a request, `hub load-model`) and a worker a request started are
     /// released after this much idle time (`90s`, `15m`); default: the top-level
     /// `idle_unload_after`, else `10m`. `state: loaded` pins a model instead.
@@ -161,7 +171,6 @@ pub struct ModelFile {
     pub env: BTreeMap<String, String>,
 }
 
-/// A memory group.
 /// The gateway's limits. Every key is optional.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -187,15 +196,25 @@ pub struct GatewayFile {
     pub upstream_timeout: Option<String>,
 }
 
+/// A memory group: models that share memory, so only so many of them are loaded at once. Give
+/// `max_loaded`, `memory`, or both.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["max_loaded"]}, {"required": ["memory"]}]))]
 pub struct GroupFile {
     /// Unique slug.
     #[schemars(pattern(SLUG_PATTERN))]
     pub name: String,
     /// At most this many of the group's models are loaded at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4294967295u32))]
-    pub max_loaded: u32,
+    pub max_loaded: Option<u32>,
+    /// Memory budget (`24GiB`, `80GB`): the group's loaded models together stay within it, each
+    /// counted at the larger of its declared `memory` and its last measured footprint. A load
+    /// that would not fit first unloads idle members that are not pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::bytes::PATTERN))]
+    pub memory: Option<String>,
 }
 
 /// How to run, probe, stop, load and unload one kind of model server.
@@ -225,6 +244,24 @@ pub struct EngineFile {
     /// HTTP request that frees weights while the process stays up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unload: Option<HttpCallFile>,
+    /// Where the engine reports its own memory use, the best measure of a model's footprint;
+    /// otherwise hub measures the worker's GPU memory (NVML) or resident memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryProbeFile>,
+}
+
+/// An engine's report of its memory use: a `GET` of `path` whose JSON answer holds the bytes in
+/// use at `pointer`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryProbeFile {
+    /// HTTP path to `GET`, starting with `/` (`/stats`).
+    #[schemars(pattern(HTTP_PATH_PATTERN))]
+    pub path: String,
+    /// JSON pointer (RFC 6901) to the number of bytes in the answer (`/memory/used_bytes`);
+    /// empty when the whole answer is the number.
+    #[schemars(pattern(JSON_POINTER_PATTERN))]
+    pub pointer: String,
 }
 
 /// A worker's readiness probe.

@@ -25,6 +25,10 @@ pub fn markdown() -> String {
             "HttpCallFile",
             "A load or unload request (`engines.NAME.load`, `.unload`)",
         ),
+        (
+            "MemoryProbeFile",
+            "An engine's memory report (`engines.NAME.memory`)",
+        ),
     ] {
         if let Some(def) = defs.get(name) {
             section(&mut out, title, def);
@@ -147,6 +151,7 @@ fn reference_name(reference: &str) -> String {
         "EngineFile" => "engine".into(),
         "HealthFile" => "probe".into(),
         "HttpCallFile" => "request".into(),
+        "MemoryProbeFile" => "memory report".into(),
         other => other.into(),
     }
 }

@@ -29,7 +29,7 @@ fn unknown_keys_suggest_the_right_one() {
     check(
         "models: []\ngroups:\n  - name: g\n    max_laoded: 1\n",
         expect![[r#"
-            hub.yaml:3:5: groups[0]: missing required key `max_loaded`
+            hub.yaml:3:5: groups[0]: missing required key `max_loaded` or `memory`
             hub.yaml:4:5: groups[0].max_laoded: unknown key `max_laoded` (did you mean `max_loaded`?)"#]],
     );
 }
@@ -842,5 +842,198 @@ models:
             hub.yaml:6:34: engines.e.load.timeout: 0ms is less than the minimum of 100ms: no worker could answer in time
             hub.yaml:7:38: engines.e.unload.timeout: 8761h is more than the maximum of 8760h (a year)
             hub.yaml:9:49: models[0].idle_unload_after: 99999999h is more than the maximum of 8760h (a year)"#]],
+    );
+}
+
+fn desired(yaml: &str) -> super::Desired {
+    super::parse(yaml, "hub.yaml", Path::new("/etc/hub")).unwrap_or_else(|r| panic!("{r}"))
+}
+
+/// Memory budgets (SPEC 12): sizes with binary and decimal units, on groups and models.
+#[test]
+fn memory_sizes_with_units_land_in_the_desired_state() {
+    let desired = desired(
+        "models:
+  - {name: a, model_path: a, group: gpu, memory: 7.5GiB}
+  - {name: b, model_path: b, group: gpu, memory: 512MiB}
+  - {name: c, model_path: c, group: cpu, memory: 8GB}
+  - {name: d, model_path: d, group: gpu}
+groups:
+  - {name: gpu, memory: 24GiB, max_loaded: 2}
+  - {name: cpu, memory: 7.5 GiB}
+",
+    );
+    let memory = |name: &str| {
+        let name = super::ModelName::new(name).unwrap();
+        desired.models[&name].memory
+    };
+    assert_eq!(memory("a"), Some(15 << 29));
+    assert_eq!(memory("b"), Some(512 << 20));
+    assert_eq!(memory("c"), Some(8_000_000_000));
+    assert_eq!(memory("d"), None);
+    let gpu = &desired.groups["gpu"];
+    assert_eq!((gpu.max_loaded, gpu.memory), (Some(2), Some(24 << 30)));
+    let cpu = &desired.groups["cpu"];
+    assert_eq!((cpu.max_loaded, cpu.memory), (None, Some(15 << 29)));
+}
+
+#[test]
+fn a_group_with_only_a_memory_budget_is_valid() {
+    check(
+        "models:
+  - {name: a, model_path: a, state: loaded, group: g, memory: 10GiB}
+  - {name: b, model_path: b, state: loaded, group: g, memory: 10GiB}
+  - {name: c, model_path: c, state: loaded, group: g}
+groups:
+  - name: g
+    memory: 24GiB
+",
+        expect!["ok: 3 models, 1 groups"],
+    );
+}
+
+#[test]
+fn a_group_needs_max_loaded_or_memory() {
+    check(
+        "models: []
+groups:
+  - name: g
+  - {name: h, max_loaded: ~}
+",
+        expect![[r#"
+            hub.yaml:3:5: groups[0]: missing required key `max_loaded` or `memory`"#]],
+    );
+    // `max_loaded: ~` passes the schema's `required`, not the conversion.
+    check(
+        "models: []\ngroups:\n  - {name: h, max_loaded: ~}\n",
+        expect!["hub.yaml:3:5: groups[0]: missing required key `max_loaded` or `memory`"],
+    );
+}
+
+#[test]
+fn sizes_need_a_number_and_a_unit() {
+    check(
+        "models:
+  - name: a
+    model_path: a
+    memory: 24gb
+groups:
+  - name: g
+    memory: 24 GiB
+  - {name: h, memory: 24, max_loaded: 1}
+  - {name: i, memory: '24'}
+",
+        expect![[r#"
+            hub.yaml:4:13: models[0].memory: invalid size "24gb": use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 24GiB)
+            hub.yaml:8:23: groups[1].memory: expected string, found 24
+            hub.yaml:9:23: groups[2].memory: invalid size "24": use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 24GiB)"#]],
+    );
+    // What the schema's pattern lets through and bytes cannot hold: zero and past 64 bits.
+    check(
+        "models:
+  - {name: b, model_path: b, memory: 0GiB}
+  - {name: c, model_path: c, memory: 99999999999TiB}
+  - {name: d, model_path: d, memory: 0.1B}
+",
+        expect![[r#"
+            hub.yaml:2:38: models[0].memory: invalid size "0GiB": a size is at least 1 B
+            hub.yaml:3:38: models[1].memory: invalid size "99999999999TiB": more than hub can count (16 EiB)
+            hub.yaml:4:38: models[2].memory: invalid size "0.1B": a size is at least 1 B"#]],
+    );
+}
+
+#[test]
+fn a_model_larger_than_its_groups_budget_could_never_load() {
+    check(
+        "models:
+  - name: big
+    model_path: a
+    group: g
+    memory: 30GiB
+  - {name: small, model_path: b, group: g, memory: 20GiB}
+groups:
+  - {name: g, memory: 24GiB}
+",
+        expect![[
+            r#"hub.yaml:5:13: models[0].memory: model "big" declares 30 GiB but group "g" has a budget of 24 GiB; it could never be loaded"#
+        ]],
+    );
+}
+
+/// Pinned models, and running ones on an engine that cannot unload, hold their memory always:
+/// declared together past the budget, the desired state is impossible. Undeclared members and
+/// models loaded on demand do not count.
+#[test]
+fn pinned_models_declared_past_the_budget_are_an_impossible_state() {
+    check(
+        "engines:
+  plain: {command: [server, '{port}']}
+models:
+  - {name: a, model_path: a, state: loaded, group: g, memory: 10GiB}
+  - {name: b, model_path: b, engine: plain, state: running, group: g, memory: 7.5GiB}
+  - {name: c, model_path: c, state: running, group: g, memory: 20GiB}
+  - {name: d, model_path: d, state: loaded, group: g}
+  - {name: e, model_path: e, state: loaded, group: g, memory: 8GB}
+groups:
+  - name: g
+    max_loaded: 4
+    memory: 24GiB
+",
+        expect![[
+            r#"hub.yaml:12:13: groups[0].memory: group "g" must always hold 25 GiB ("a" 10 GiB, "b" 7.5 GiB, "e" 7.45 GiB: pinned with `state: loaded`, or `running` on an engine without load/unload) but its budget is 24 GiB; raise it or stop some"#
+        ]],
+    );
+}
+
+#[test]
+fn an_engine_may_report_its_own_memory() {
+    let desired = desired(
+        "engines:
+  e:
+    command: [srv, '{port}']
+    memory: {path: /stats, pointer: /memory/used_bytes}
+  whole:
+    command: [srv, '{port}']
+    memory: {path: /bytes, pointer: ''}
+models:
+  - {name: a, model_path: a, engine: e}
+  - {name: b, model_path: b, engine: whole}
+  - {name: c, model_path: c}
+",
+    );
+    let probe = |name: &str| {
+        let name = super::ModelName::new(name).unwrap();
+        desired.models[&name]
+            .run
+            .engine
+            .memory
+            .as_ref()
+            .map(|p| (p.path.clone(), p.pointer.clone()))
+    };
+    assert_eq!(
+        probe("a"),
+        Some(("/stats".to_string(), "/memory/used_bytes".to_string()))
+    );
+    assert_eq!(probe("b"), Some(("/bytes".to_string(), String::new())));
+    assert_eq!(probe("c"), None);
+    check(
+        "engines:
+  e:
+    command: [srv]
+    memory: {path: stats, pointer: memory.used}
+  f:
+    command: [srv]
+    memory: {path: /stats, pointer: /a~2b, extra: 1}
+  g:
+    command: [srv]
+    memory: {path: /stats}
+models: []
+",
+        expect![[r#"
+            hub.yaml:4:20: engines.e.memory.path: invalid request path "stats": start it with `/`, and write no spaces or control characters (percent-encode them)
+            hub.yaml:4:36: engines.e.memory.pointer: invalid JSON pointer "memory.used": start it with `/` (`/memory/used_bytes`), or leave it empty for the whole answer; write `~` as `~0` and a `/` within a key as `~1`
+            hub.yaml:7:37: engines.f.memory.pointer: invalid JSON pointer "/a~2b": start it with `/` (`/memory/used_bytes`), or leave it empty for the whole answer; write `~` as `~0` and a `/` within a key as `~1`
+            hub.yaml:7:44: engines.f.memory.extra: unknown key `extra`
+            hub.yaml:10:13: engines.g.memory: missing required key `pointer`"#]],
     );
 }

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::file::{DURATION_PATTERN, HTTP_PATH_PATTERN, HubFile, SLUG_PATTERN};
+use super::file::{
+    DURATION_PATTERN, HTTP_PATH_PATTERN, HubFile, JSON_POINTER_PATTERN, SLUG_PATTERN,
+};
 use super::problem::Problem;
 use super::yaml;
 
@@ -100,6 +102,25 @@ pub(super) fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem
                     ),
                 ));
             }
+            Kind::Pattern { pattern } if pattern == crate::bytes::PATTERN => {
+                problems.push(Problem::at(
+                    &pointer,
+                    invalid_size(&error.instance().to_string()),
+                ));
+            }
+            Kind::Pattern { pattern } if pattern == JSON_POINTER_PATTERN => {
+                problems.push(Problem::at(
+                    &pointer,
+                    invalid_pointer(&error.instance().to_string()),
+                ));
+            }
+            Kind::AnyOf { context } if one_of_required(context).is_some() => {
+                let keys = one_of_required(context).unwrap_or_default();
+                problems.push(Problem::at(
+                    &pointer,
+                    format!("missing required key {}", keys.join(" or ")),
+                ));
+            }
             _ => {
                 let found = written.get(pointer.as_str()).copied();
                 problems.push(Problem::at(&pointer, describe(&error, found)));
@@ -132,6 +153,36 @@ pub(super) fn schema_problems(value: &Value, notes: &yaml::Notes) -> Vec<Problem
         }
     }
     problems
+}
+
+/// The message for what is not a size; `quoted` is the text as written, in quotes.
+pub(super) fn invalid_size(quoted: &str) -> String {
+    format!(
+        "invalid size {quoted}: use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB or TB (e.g. 24GiB)"
+    )
+}
+
+/// The message for what is not a JSON pointer; `quoted` is the text as written, in quotes.
+pub(super) fn invalid_pointer(quoted: &str) -> String {
+    format!(
+        "invalid JSON pointer {quoted}: start it with `/` (`/memory/used_bytes`), or leave it empty for the whole answer; write `~` as `~0` and a `/` within a key as `~1`"
+    )
+}
+
+/// The keys of an `anyOf` of which each alternative failed only for a missing key (a group's
+/// `max_loaded` or `memory`), quoted: `` [`max_loaded`, `memory`] ``.
+fn one_of_required(context: &[Vec<jsonschema::ValidationError<'_>>]) -> Option<Vec<String>> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    context
+        .iter()
+        .map(|alternative| match alternative.as_slice() {
+            [only] => match only.kind() {
+                Kind::Required { property } => Some(format!("`{}`", property.as_str()?)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Strings and keys holding a NUL (YAML writes one as `"\0"`), which no argument, environment
@@ -304,14 +355,17 @@ pub(super) fn schema_at(pointer: &str) -> Option<&'static Value> {
                     Some(target) => node = target,
                     None => return node,
                 }
-            } else if let Some(first) =
-                node.get("anyOf")
-                    .and_then(Value::as_array)
-                    .and_then(|options| {
-                        options
-                            .iter()
-                            .find(|o| o.get("type") != Some(&"null".into()))
-                    })
+            } else if let Some(first) = node
+                .get("anyOf")
+                // An object's own `anyOf` (a group's `max_loaded` or `memory`) is a rule, not
+                // the choice of an optional value's type.
+                .filter(|_| node.get("properties").is_none())
+                .and_then(Value::as_array)
+                .and_then(|options| {
+                    options
+                        .iter()
+                        .find(|o| o.get("type") != Some(&"null".into()))
+                })
             {
                 node = first;
             } else {
