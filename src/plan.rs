@@ -743,25 +743,38 @@ fn enforce_group_cap(
     evictable.sort_by_key(|m| last_used(m));
     let is_evictable = |m: &Member| evictable.iter().any(|e| e.index == m.index);
 
-    // First hold back the loads (and, for engines without load/unload, starts) that would not
-    // fit even with every evictable member gone, so nothing is evicted for a load that still
-    // could not happen: on-demand before pinned, and among on-demand ones the latest asked for
-    // first.
+    // First decide which loads (and, for engines without load/unload, starts) go ahead: in
+    // order (pinned, then asked for through the API, then the longest waiting), each that fits beside what
+    // stays (every member holding weights but the evictable ones) and the loads before it. The
+    // rest wait, so nothing is evicted for a load that still could not happen.
     let mut waiting: Vec<&Member> = members
         .iter()
         .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
         .collect();
     waiting.sort_by_key(|m| {
         (
-            plans[m.index].target == DesiredState::Loaded,
-            std::cmp::Reverse(m.obs.requests.queued_since),
-            std::cmp::Reverse(m.index),
+            plans[m.index].target != DesiredState::Loaded,
+            m.obs.requests.queued_since.is_some(),
+            m.obs.requests.queued_since,
+            m.index,
         )
     });
+    // A member restarting in place (an engine without load/unload) holds its room either way.
+    let is_new = |m: &Member| !m.holds_now() && waiting.iter().any(|w| w.index == m.index);
+    let mut admitted = usage(plans, &|m| is_evictable(m) || is_new(m));
     let mut held_back = 0;
-    for member in waiting {
-        if fits(usage(plans, &is_evictable)) {
-            break;
+    for member in &waiting {
+        let with = if member.holds_now() {
+            admitted
+        } else {
+            Usage {
+                count: admitted.count + 1,
+                bytes: admitted.bytes.saturating_add(member.bytes),
+            }
+        };
+        if fits(with) {
+            admitted = with;
+            continue;
         }
         let plan = &mut plans[member.index];
         plan.actions.retain(|a| !member.takes(a));

@@ -186,10 +186,12 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 13] {
         desired,
         m.worker.phase.to_string(),
         m.memory.state.to_string(),
-        m.memory.bytes.map_or_else(dash, |b| match m.memory.bytes_source.as_deref() {
-            Some(source) => format!("{}({source})", compact_bytes(b)),
-            None => compact_bytes(b),
-        }),
+        m.memory
+            .bytes
+            .map_or_else(dash, |b| match m.memory.bytes_source.as_deref() {
+                Some(source) => format!("{}({source})", compact_bytes(b)),
+                None => compact_bytes(b),
+            }),
         m.memory.in_flight.to_string(),
         m.memory.queued.to_string(),
         m.worker.pid.map_or_else(dash, |p| p.to_string()),

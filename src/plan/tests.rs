@@ -429,7 +429,9 @@ fn usage(desired: &Desired, observed: &Observed, group: &config::Group) -> (u32,
         .members
         .iter()
         .filter(|m| holds(desired, observed, m))
-        .fold((0, 0), |(count, bytes), m| (count + 1, bytes + bytes_of(desired, observed, m)))
+        .fold((0, 0), |(count, bytes), m| {
+            (count + 1, bytes + bytes_of(desired, observed, m))
+        })
 }
 
 fn bytes_of(desired: &Desired, observed: &Observed, name: &ModelName) -> u64 {
@@ -926,7 +928,11 @@ fn a_load_that_fits_the_budget_evicts_nobody() {
          beta ready loaded on_demand measured=2GiB last=-30s
          gamma ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            = alpha  unchanged
+            = beta  unchanged
+            ↑ gamma  load (+5 GiB)
+            = pinned  unchanged"#]],
     );
 }
 
@@ -939,16 +945,24 @@ fn a_load_past_the_budget_evicts_by_bytes_least_recently_used_first() {
          beta ready loaded on_demand measured=3GiB last=-30s
          gamma ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            ↓ alpha  unload (memory: evicted to fit its group's budget)
+            = beta  unchanged
+            ↑ gamma  load (+5 GiB, evicts alpha)
+            = pinned  unchanged"#]],
     );
-    // 4 + 4 + 1 + 5 = 14 GiB: one eviction is not enough, so both go, oldest first.
+    // 5 + 4.5 + 1 + 5 = 15.5 GiB: one eviction is not enough, so both go, oldest first.
     check(
         BUDGET,
-        "alpha ready loaded on_demand measured=4GiB last=-30s
+        "alpha ready loaded on_demand measured=5GiB last=-30s
          beta ready loaded on_demand measured=4.5GiB last=-60s
          gamma ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            ↓ alpha  unload (memory: evicted to fit its group's budget)
+            ↓ beta  unload (memory: evicted to fit its group's budget)
+            ↑ gamma  load (+5 GiB, evicts beta, alpha)
+            = pinned  unchanged"#]],
     );
 }
 
@@ -958,17 +972,27 @@ fn the_larger_of_declared_and_measured_counts() {
     check(
         BUDGET,
         "alpha ready loaded on_demand measured=3GiB last=-60s
+         beta ready
          gamma ready load_requested measured=8GiB
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            ↓ alpha  unload (memory: evicted to fit its group's budget)
+            = beta  unchanged
+            ↑ gamma  load (+8 GiB, evicts alpha)
+            = pinned  unchanged"#]],
     );
     // Measured below its 5 GiB estimate, gamma still counts 5: 3 + 1 + 5 = 9 GiB fit.
     check(
         BUDGET,
         "alpha ready loaded on_demand measured=3GiB last=-60s
+         beta ready
          gamma ready load_requested measured=1GiB
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            = alpha  unchanged
+            = beta  unchanged
+            ↑ gamma  load (+5 GiB)
+            = pinned  unchanged"#]],
     );
 }
 
@@ -980,29 +1004,42 @@ fn a_model_never_measured_counts_as_the_largest_footprint_in_its_group() {
         "alpha ready loaded on_demand measured=6GiB last=-60s
          beta ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            ↓ alpha  unload (memory: evicted to fit its group's budget)
+            ↑ beta  load (+6 GiB, evicts alpha)
+            + gamma  start
+            = pinned  unchanged"#]],
     );
 }
 
 #[test]
 fn a_budget_never_evicts_a_pinned_or_serving_member_nor_for_a_load_that_cannot_fit() {
-    // alpha serves a request, so it yields instead of being evicted; gamma waits.
+    // alpha was used longest ago but serves a request: beta goes instead.
     check(
         BUDGET,
         "alpha ready loaded on_demand measured=3GiB last=-60s serving
          beta ready loaded on_demand measured=3GiB last=-30s
          gamma ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            = alpha  unchanged
+            ↓ beta  unload (memory: evicted to fit its group's budget)
+            ↑ gamma  load (+5 GiB, evicts beta)
+            = pinned  unchanged"#]],
     );
     // pinned holds 8 GiB (measured): gamma's 5 GiB cannot fit even with alpha gone, so alpha
     // keeps its weights.
     check(
         BUDGET,
         "alpha ready loaded on_demand measured=1GiB last=-60s
+         beta ready
          gamma ready load_requested
          pinned ready loaded measured=8GiB",
-        expect![[r#""#]],
+        expect![[r#"
+            = alpha  unchanged
+            = beta  unchanged
+            = gamma  unchanged [group "g" is full]
+            = pinned  unchanged"#]],
     );
 }
 
@@ -1018,7 +1055,10 @@ fn a_request_is_refused_only_when_pinned_bytes_leave_no_room() {
 
 #[test]
 fn a_budget_and_a_count_apply_together() {
-    let yaml = BUDGET.replace("{name: g, memory: 10GiB}", "{name: g, memory: 10GiB, max_loaded: 3}");
+    let yaml = BUDGET.replace(
+        "{name: g, memory: 10GiB}",
+        "{name: g, memory: 10GiB, max_loaded: 3}",
+    );
     // Bytes would fit (1 + 1 + 1 + 5), a fourth member would not: alpha goes as `evicted`.
     check(
         &yaml,
@@ -1026,6 +1066,10 @@ fn a_budget_and_a_count_apply_together() {
          beta ready loaded on_demand measured=1GiB last=-30s
          gamma ready load_requested
          pinned ready loaded",
-        expect![[r#""#]],
+        expect![[r#"
+            ↓ alpha  unload (evicted to make room in its group)
+            = beta  unchanged
+            ↑ gamma  load (+5 GiB, evicts alpha)
+            = pinned  unchanged"#]],
     );
 }

@@ -914,3 +914,99 @@ async fn a_save_keeps_the_backoff_of_models_it_does_not_change() {
         "alpha was retried early"
     );
 }
+
+/// Three models of 100 MiB (110 MiB measured, with the fake worker's own 10 MiB) in a group whose
+/// budget holds two: loading the third evicts the least recently used by bytes.
+const BUDGETED: &str = "
+groups:
+  - {name: g, memory: 250MiB}
+models:
+  - {name: alpha, model_path: a, engine: fake, state: running, group: g}
+  - {name: beta, model_path: b, engine: fake, state: running, group: g}
+  - {name: gamma, model_path: c, engine: fake, state: running, group: g}
+";
+
+async fn budgeted(alpha_frees_after: Duration) -> (Handle, Arc<FakeWorkers>) {
+    let (handle, fake) = start_fake(BUDGETED).await;
+    for name in ["alpha", "beta", "gamma"] {
+        fake.behave(
+            name,
+            Behaviour {
+                bytes: 100 << 20,
+                frees_after: if name == "alpha" {
+                    alpha_frees_after
+                } else {
+                    Duration::ZERO
+                },
+                ..Behaviour::healthy()
+            },
+        );
+    }
+    for name in ["alpha", "beta", "gamma"] {
+        ready(&handle, name, Duration::from_secs(5)).await;
+    }
+    for name in ["alpha", "beta"] {
+        command(&handle, name, Verb::Load).await;
+        until(&format!("{name} loaded"), Duration::from_secs(5), || {
+            model(&handle, name).memory.state == "loaded"
+        })
+        .await;
+        // Its load is measured: the planner knows its bytes from now on.
+        let memory = model(&handle, name).memory;
+        assert_eq!(memory.measured_bytes, Some(110 << 20), "{name}");
+        assert_eq!(memory.bytes_source.as_deref(), Some("rss"), "{name}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    (handle, fake)
+}
+
+/// Loads gamma and samples what the fake workers hold until it is loaded: the most they held
+/// at once.
+async fn load_gamma(handle: &Handle, fake: &FakeWorkers, limit: Duration) -> u64 {
+    command(handle, "gamma", Verb::Load).await;
+    let mut peak = 0;
+    until("gamma loaded", limit, || {
+        peak = peak.max(fake.resident());
+        model(handle, "gamma").memory.state == "loaded"
+    })
+    .await;
+    peak
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_past_the_budget_evicts_by_bytes_after_the_memory_is_measured_gone() {
+    // alpha's weights linger for 3 s after its unload (a slow allocator, a GPU driver).
+    let (handle, fake) = budgeted(Duration::from_secs(3)).await;
+    let peak = load_gamma(&handle, &fake, Duration::from_secs(10)).await;
+    // Never 3 × 110 MiB at once: gamma's load waited for alpha's memory to go.
+    assert!(peak <= 250 << 20, "the workers held {peak} bytes at once");
+    let unloaded = fake.times("unload alpha");
+    let loaded = fake.times("load gamma");
+    assert_eq!(unloaded.len(), 1, "{:?}", fake.log());
+    assert!(
+        loaded[0] - unloaded[0] >= 3.0,
+        "gamma loaded {}s after alpha's unload, before its memory was gone",
+        loaded[0] - unloaded[0]
+    );
+    assert_eq!(model(&handle, "beta").memory.state, "loaded");
+    let alpha = model(&handle, "alpha").memory;
+    assert_eq!(alpha.state, "unloaded");
+    // What alpha measured stays known for its next load.
+    assert_eq!(alpha.bytes, Some(110 << 20));
+    let status = handle.snapshot().status.clone();
+    assert_eq!(status.groups[0].memory_used, 220 << 20);
+    assert_eq!(status.groups[0].memory_budget, Some(250 << 20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_that_never_frees_holds_the_next_load_only_for_the_timeout() {
+    let (handle, fake) = budgeted(Duration::from_secs(3600)).await;
+    let limit = super::execute::FREED_TIMEOUT + Duration::from_secs(5);
+    load_gamma(&handle, &fake, limit).await;
+    let waited = fake.times("load gamma")[0] - fake.times("unload alpha")[0];
+    let timeout = super::execute::FREED_TIMEOUT.as_secs_f64();
+    assert!(
+        (timeout..timeout + 1.0).contains(&waited),
+        "gamma's load waited {waited}s for alpha's memory, not the {timeout}s timeout"
+    );
+}
