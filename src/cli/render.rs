@@ -54,7 +54,6 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         "DESIRED",
         "PHASE",
         "MEMORY",
-        "BYTES",
         "IN-FLIGHT",
         "QUEUED",
         "PID",
@@ -63,6 +62,7 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
         "RESTARTS",
         "GROUP",
         "IN-SYNC",
+        "BYTES",
     ];
     let rows: Vec<[String; 13]> = status.models.iter().map(|m| row(m, now)).collect();
     out.push_str(&table(&header, &rows));
@@ -186,12 +186,6 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 13] {
         desired,
         m.worker.phase.to_string(),
         m.memory.state.to_string(),
-        m.memory
-            .bytes
-            .map_or_else(dash, |b| match m.memory.bytes_source.as_deref() {
-                Some(source) => format!("{}({source})", compact_bytes(b)),
-                None => compact_bytes(b),
-            }),
         m.memory.in_flight.to_string(),
         m.memory.queued.to_string(),
         m.worker.pid.map_or_else(dash, |p| p.to_string()),
@@ -200,6 +194,13 @@ fn row(m: &ModelStatus, now: OffsetDateTime) -> [String; 13] {
         m.worker.restarts.to_string(),
         m.group.clone().unwrap_or_else(dash),
         if m.in_sync { "yes" } else { "no" }.to_string(),
+        // Last, so scripts reading the columns before it by position keep working.
+        m.memory
+            .bytes
+            .map_or_else(dash, |b| match m.memory.bytes_source.as_deref() {
+                Some(source) => format!("{}({source})", compact_bytes(b)),
+                None => compact_bytes(b),
+            }),
     ]
 }
 

@@ -181,10 +181,17 @@ async fn status_shows_a_table_json_and_a_models_events() {
             "UPTIME",
             "RESTARTS",
             "GROUP",
-            "IN-SYNC"
+            "IN-SYNC",
+            "BYTES"
         ]
     );
-    assert_eq!(table.lines().count(), 5, "{table}");
+    // The summary, the header, three models and the group's line.
+    assert_eq!(table.lines().count(), 6, "{table}");
+    assert_eq!(
+        table.lines().last(),
+        Some("group tier_one: 1 of 1 loaded"),
+        "{table}"
+    );
 
     let out = hub.cli(&["status", "-o", "json", "alpha"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
