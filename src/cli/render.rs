@@ -66,7 +66,14 @@ pub fn status_table(status: &Status, now: OffsetDateTime) -> String {
     ];
     let rows: Vec<[String; 13]> = status.models.iter().map(|m| row(m, now)).collect();
     out.push_str(&table(&header, &rows));
-    for group in &status.groups {
+    // The groups of the models shown (all of them, unless models were named).
+    let shown = |group: &&crate::wire::GroupStatus| {
+        status
+            .models
+            .iter()
+            .any(|m| m.group.as_deref() == Some(group.name.as_str()))
+    };
+    for group in status.groups.iter().filter(shown) {
         let mut limits = Vec::new();
         if let Some(max) = group.max_loaded {
             limits.push(format!("{} of {max} loaded", group.loaded.len()));
