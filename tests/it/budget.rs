@@ -152,3 +152,117 @@ async fn a_third_model_evicts_by_bytes_and_the_group_never_holds_more_than_its_b
         "the sampler saw two models loaded: {max_rss}"
     );
 }
+
+/// The built-in worker, declared as an engine that reports its own memory: `/stats`'
+/// `weights_bytes`, the exact size of the weights it holds.
+const REPORTING: &str = "
+log_path: {log_path}
+model_starting_port: {starting_port}
+engines:
+  reporting:
+    command: ['{hub}', worker, --name, '{name}', --model-path, '{model_path}', --host, '{host}', --port, '{port}']
+    load: {path: /load}
+    unload: {path: /unload}
+    memory: {path: /stats, pointer: /weights_bytes}
+models:
+  - {name: alpha, model_path: models/m-alpha.bin, state: loaded, engine: reporting}
+  - {name: beta, model_path: models/m-beta.bin, state: loaded, memory: 1GiB}
+";
+
+#[tokio::test]
+async fn an_engine_report_wins_and_footprints_survive_unloads_and_a_daemon_restart() {
+    let mut hub = TempHub::start(REPORTING).await;
+    for name in ["alpha", "beta"] {
+        let bytes: Vec<u8> = (0..8 * MIB).map(|i| (i % 241) as u8).collect();
+        std::fs::write(hub.dir.path().join(format!("models/m-{name}.bin")), bytes).unwrap();
+    }
+    hub.post("/hub/reload", "").await;
+    let measured = |status: &Value, name: &str| {
+        let model = status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()
+            .clone();
+        model["memory"].clone()
+    };
+    let status = wait_until("both loaded and measured", || {
+        let hub = &hub;
+        async move {
+            let status = hub.status().await;
+            let both = ["alpha", "beta"].iter().all(|name| {
+                let memory = measured(&status, name);
+                memory["state"] == "loaded" && memory["measured_bytes"].is_u64()
+            });
+            both.then_some(status)
+        }
+    })
+    .await;
+    // alpha's engine says exactly what its weights take.
+    let alpha = measured(&status, "alpha");
+    assert_eq!(alpha["bytes"], 8 * MIB, "{alpha:#}");
+    assert_eq!(alpha["bytes_source"], "engine", "{alpha:#}");
+    // beta is measured from /proc, below its 1 GiB estimate, which is what counts.
+    let beta = measured(&status, "beta");
+    assert_eq!(beta["bytes"], 1u64 << 30, "{beta:#}");
+    assert_eq!(beta["bytes_source"], "declared", "{beta:#}");
+    let rss = beta["measured_bytes"].as_u64().unwrap();
+    assert!(rss > 8 * MIB && rss < 200 * MIB, "{beta:#}");
+    // The measurement is an event, with its figure.
+    let events = hub.get("/hub/models/alpha").await["events"].clone();
+    let event = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["bytes"].is_u64())
+        .unwrap_or_else(|| panic!("no measurement event: {events:#}"));
+    assert_eq!(event["kind"], "memory");
+    assert_eq!(event["bytes_source"], "engine");
+    assert_eq!(event["message"], "measured 8 MiB (engine)");
+    let metrics = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "hub_model_memory_bytes{{model=\"alpha\",source=\"engine\"}} {}",
+            8 * MIB
+        )),
+        "{metrics}"
+    );
+
+    // Stopped, alpha keeps what it measured; and so does a new daemon.
+    hub.save_config(&REPORTING.replace(
+        "state: loaded, engine: reporting",
+        "state: stopped, engine: reporting",
+    ));
+    wait_until("alpha stopped", || {
+        let hub = &hub;
+        async move { (hub.model("alpha").await["worker"]["phase"] == "stopped").then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        hub.model("alpha").await["memory"]["measured_bytes"],
+        8 * MIB
+    );
+    hub.shutdown().await;
+    let hub = hub.restart().await;
+    let alpha = hub.model("alpha").await;
+    assert_eq!(alpha["memory"]["measured_bytes"], 8 * MIB, "{alpha:#}");
+    assert_eq!(alpha["memory"]["bytes_source"], "engine", "{alpha:#}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(hub.dir.path().join("logs/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        state["footprints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["model"] == "alpha" && f["bytes"] == 8 * MIB && f["source"] == "engine"),
+        "{state:#}"
+    );
+}
