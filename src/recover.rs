@@ -193,6 +193,7 @@ fn observed(desired: &Desired, name: &ModelName, record: &Record) -> ModelObserv
     obs.worker.log_file = record.log_file.as_ref().map(Into::into);
     obs.memory.loaded_at = started_at.filter(|_| loaded);
     obs.memory.on_demand = loaded && record.on_demand;
+    obs.memory.baseline = record.baseline;
     obs
 }
 
@@ -235,6 +236,7 @@ pub fn records(observed: &Observed, hub_exe: &str) -> Records {
             restarts: w.restarts,
             loaded: obs.memory.state == MemoryState::Loaded,
             on_demand: obs.memory.on_demand,
+            baseline: obs.memory.baseline,
             log_file: w.log_file.as_ref().map(|p| p.display().to_string()),
             stop_command: crate::engine::stop_argv(
                 run,

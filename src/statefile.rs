@@ -59,6 +59,10 @@ pub struct Record {
     /// Whether its weights were loaded, and whether on demand (not pinned).
     pub loaded: bool,
     pub on_demand: bool,
+    /// What its processes held before its weights were loaded, measured: its unload has freed
+    /// them once it is back near this. Absent in files written before budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<u64>,
     pub log_file: Option<String>,
     /// The engine's `stop_command`, rendered for this worker, so a daemon that does not adopt it
     /// still stops it the engine's way (a container too).
@@ -183,6 +187,7 @@ mod tests {
                 restarts: 1,
                 loaded: true,
                 on_demand: false,
+                baseline: Some(20 << 20),
                 log_file: None,
                 stop_command: Some(vec!["docker".into(), "stop".into(), "hub-alpha".into()]),
             }],

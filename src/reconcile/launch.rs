@@ -36,16 +36,21 @@ fn release_reason(model_plan: &ModelPlan) -> Option<&'static str> {
     })
 }
 
-/// The memory at or below which an unloaded worker has freed its weights: near what it held
-/// before the load (within a tenth of the weights), or, where that was not measured, half of
-/// what it held loaded. `None` when its footprint was never measured.
+/// The memory at or below which an unloaded worker has freed its weights: back near what it
+/// held before the load, within a tenth of the weights or [`FREED_SLACK`], whichever is more
+/// (a process's own allocations move by a few MiB, which small weights would not outweigh);
+/// where that was not measured, half of what it held loaded. `None` when its footprint was
+/// never measured.
 fn freed_below(obs: &crate::observed::ModelObserved) -> Option<u64> {
     let held = obs.footprint?.bytes;
     Some(match obs.memory.baseline {
-        Some(baseline) if baseline < held => baseline + (held - baseline) / 10,
+        Some(baseline) if baseline < held => baseline + ((held - baseline) / 10).max(FREED_SLACK),
         _ => held / 2,
     })
 }
+
+/// How far above its pre-load memory an unloaded worker may stay and count as freed.
+const FREED_SLACK: u64 = 32 << 20;
 
 impl Reconciler {
     pub(super) fn launch(
