@@ -66,6 +66,23 @@ pub fn format(bytes: u64) -> String {
     format!("{text} {}", BINARY[unit])
 }
 
+/// `+7.5 GiB, evicts small`: what a load takes and whom it pushes out of its group, as `hub diff`
+/// and `hub apply` word it. `None` when neither is known.
+pub fn load_note<'a>(
+    bytes: Option<u64>,
+    evicts: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let names: Vec<&str> = evicts.into_iter().collect();
+    let parts: Vec<String> = [
+        bytes.map(|b| format!("+{}", format(b))),
+        (!names.is_empty()).then(|| format!("evicts {}", names.join(", "))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,13 +184,7 @@ impl ModelPlan {
 
     /// `+7.5 GiB, evicts small`: what the load takes and whom it pushes out, for `hub diff`.
     fn memory_note(&self) -> Option<String> {
-        let bytes = self.bytes.map(|b| format!("+{}", crate::bytes::format(b)));
-        let evicts = (!self.evicts.is_empty()).then(|| {
-            let names: Vec<&str> = self.evicts.iter().map(ModelName::as_str).collect();
-            format!("evicts {}", names.join(", "))
-        });
-        let parts: Vec<String> = [bytes, evicts].into_iter().flatten().collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
+        crate::bytes::load_note(self.bytes, self.evicts.iter().map(ModelName::as_str))
     }
 }
 

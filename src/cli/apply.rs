@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::FileArg;
 use super::client::Client;
 use super::diff::read_text;
-use super::render::{apply_line, result_of};
+use super::render::{apply_line, planned_line, result_of};
 use crate::wire::{ApplyQuery, ApplyResponse, Outcome, PlanQuery, PlanReply, Status, Summary};
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +44,10 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
         };
         let reply: PlanReply = client.post_query("/hub/plan", &query, text).await?;
         for model in &reply.models {
-            println!("{} (dry run)", apply_line(&model.name, model.result));
+            println!(
+                "{} (dry run)",
+                planned_line(&model.name, model.bytes, &model.evicts, model.result)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -56,7 +59,10 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
     let reply: ApplyResponse = client.post_query("/hub/apply", &query, text).await?;
     if !args.wait {
         for model in &reply.models {
-            println!("{}", apply_line(&model.name, model.result));
+            println!(
+                "{}",
+                planned_line(&model.name, model.bytes, &model.evicts, model.result)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -89,7 +95,10 @@ pub async fn run(args: ApplyArgs, url: Option<String>) -> anyhow::Result<ExitCod
             // Timed out before the reconcile got to it.
             println!("{} (in progress)", apply_line(&model.name, model.result));
         } else {
-            println!("{}", apply_line(&model.name, result));
+            println!(
+                "{}",
+                planned_line(&model.name, model.bytes, &model.evicts, result)
+            );
         }
     }
     for model in &status.models {

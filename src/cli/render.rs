@@ -283,6 +283,16 @@ pub fn apply_line(name: &str, result: Outcome) -> String {
     format!("model/{name} {}", result.as_str())
 }
 
+/// [`apply_line`] with what the model's load takes and evicts where the plan says:
+/// `model/big loaded (+7.5 GiB, evicts small)`.
+pub fn planned_line(name: &str, bytes: Option<u64>, evicts: &[String], result: Outcome) -> String {
+    let line = apply_line(name, result);
+    match crate::bytes::load_note(bytes, evicts.iter().map(String::as_str)) {
+        Some(note) => format!("{line} ({note})"),
+        None => line,
+    }
+}
+
 /// The most telling thing a reconcile did to a model, as `hub apply` prints it.
 pub fn result_of(name: &str, report: Option<&Report>) -> Outcome {
     let Some(report) = report else {

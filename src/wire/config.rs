@@ -88,6 +88,12 @@ pub struct AppliedModel {
     /// The verb `hub apply` prints.
     #[schema(value_type = String)]
     pub result: Outcome,
+    /// The bytes its load takes, where the plan loads it and they are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The members of its group that its load evicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evicts: Vec<String>,
 }
 
 /// An apply's entry is its plan's, less what only a dry run shows.
@@ -97,6 +103,8 @@ impl From<PlannedModel> for AppliedModel {
             name: planned.name,
             line: planned.line,
             result: planned.result,
+            bytes: planned.bytes,
+            evicts: planned.evicts,
         }
     }
 }

@@ -250,6 +250,7 @@ async fn an_engine_report_wins_and_footprints_survive_unloads_and_a_daemon_resta
     );
     hub.shutdown().await;
     let hub = hub.restart().await;
+    hub.converged().await;
     let alpha = hub.model("alpha").await;
     assert_eq!(alpha["memory"]["measured_bytes"], 8 * MIB, "{alpha:#}");
     assert_eq!(alpha["memory"]["bytes_source"], "engine", "{alpha:#}");
@@ -265,4 +266,76 @@ async fn an_engine_report_wins_and_footprints_survive_unloads_and_a_daemon_resta
             .any(|f| f["model"] == "alpha" && f["bytes"] == 8 * MIB && f["source"] == "engine"),
         "{state:#}"
     );
+}
+
+const DECLARED: &str = "
+log_path: {log_path}
+model_starting_port: {starting_port}
+groups:
+  - {name: g, memory: 100MiB}
+models:
+  - {name: alpha, model_path: models/alpha.txt, state: loaded, group: g, memory: 60MiB}
+  - {name: beta, model_path: models/beta.txt, state: running, group: g, memory: 30MiB}
+  - {name: gamma, model_path: models/gamma.txt, state: running, group: g, memory: 40MiB}
+  - {name: delta, model_path: models/delta.txt, state: running, group: g, memory: 50MiB}
+";
+
+#[tokio::test]
+async fn diff_and_apply_show_a_loads_bytes_and_evictions_and_a_load_that_never_fits_is_refused() {
+    let hub = TempHub::start(DECLARED).await;
+    hub.converged().await;
+    // delta's 50 MiB never fit beside alpha's pinned 60 MiB in 100 MiB: refused at once.
+    let (code, body) = chat(&hub, "delta").await;
+    assert_eq!(code, 429, "{body:#}");
+    assert_eq!(body["error"]["code"], "group_full", "{body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory 100 MiB"),
+        "{body:#}"
+    );
+    // beta loads for a request: 60 + 30 MiB.
+    let (code, body) = chat(&hub, "beta").await;
+    assert_eq!(code, 200, "{body:#}");
+
+    let edited =
+        hub.render(&DECLARED.replace("gamma.txt, state: running", "gamma.txt, state: loaded"));
+    std::fs::write(hub.dir.path().join("edited.yaml"), edited).unwrap();
+    let out = hub.cli(&["diff", "-f", "edited.yaml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  ↓ beta  unload (memory: evicted to fit its group's budget)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  ↑ gamma  load (+40 MiB, evicts beta)\n"),
+        "{stdout}"
+    );
+    let out = hub.cli(&["diff", "-f", "edited.yaml", "-o", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gamma = plan["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "gamma")
+        .unwrap();
+    assert_eq!(gamma["bytes"], 40 * MIB, "{plan:#}");
+    assert_eq!(gamma["evicts"], json!(["beta"]), "{plan:#}");
+    let out = hub.cli(&["apply", "-f", "edited.yaml", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("model/gamma loaded (+40 MiB, evicts beta) (dry run)\n"),
+        "{stdout}"
+    );
+    let out = hub.cli(&["apply", "-f", "edited.yaml", "--wait"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("model/gamma loaded (+40 MiB, evicts beta)\n"),
+        "{stdout}"
+    );
+    let status = hub.status().await;
+    assert_eq!(group(&status)["loaded"], json!(["alpha", "gamma"]));
+    assert_eq!(group(&status)["memory_used"], 100 * MIB);
 }
