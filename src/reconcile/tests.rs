@@ -120,6 +120,14 @@ impl FakeWorkers {
         self.state.lock().unwrap().procs.len()
     }
 
+    /// Every loaded fake worker's weights take `bytes` more.
+    fn grow(&self, bytes: u64) {
+        let mut state = self.state.lock().unwrap();
+        for (weights, _) in state.procs.values_mut().filter_map(|p| p.weights.as_mut()) {
+            *weights += bytes;
+        }
+    }
+
     /// The bytes resident in every fake worker now, as `measure` would find them.
     fn resident(&self) -> u64 {
         let state = self.state.lock().unwrap();
@@ -1009,4 +1017,43 @@ async fn memory_that_never_frees_holds_the_next_load_only_for_the_timeout() {
         (timeout..timeout + 1.0).contains(&waited),
         "gamma's load waited {waited}s for alpha's memory, not the {timeout}s timeout"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_footprint_that_grows_by_more_than_a_tenth_is_measured_again_and_said() {
+    let (handle, fake) =
+        start_fake("models:\n  - {name: alpha, model_path: a, engine: fake, state: loaded}\n")
+            .await;
+    fake.behave(
+        "alpha",
+        Behaviour {
+            bytes: 100 << 20,
+            ..Behaviour::healthy()
+        },
+    );
+    until("alpha loaded", Duration::from_secs(5), || {
+        model(&handle, "alpha").memory.state == "loaded"
+    })
+    .await;
+    let measured = || -> Vec<u64> {
+        handle
+            .journal
+            .recent("alpha")
+            .iter()
+            .filter_map(|e| e.bytes)
+            .collect()
+    };
+    assert_eq!(measured(), [110 << 20], "the load's measurement");
+    // Its weights grow (a cache, longer contexts): measured again within MEASURE_EVERY and a
+    // probe interval, the planner's figure follows, and followers of the events are told.
+    fake.grow(100 << 20);
+    let wait = super::probe::MEASURE_EVERY + Duration::from_secs(2);
+    until("alpha measured again", wait, || measured().len() == 2).await;
+    assert_eq!(measured(), [110 << 20, 210 << 20]);
+    assert_eq!(model(&handle, "alpha").memory.bytes, Some(210 << 20));
+    // Drift within a tenth keeps the figure and says nothing.
+    fake.grow(10 << 20);
+    tokio::time::sleep(super::probe::MEASURE_EVERY * 3).await;
+    assert_eq!(measured().len(), 2, "{:?}", measured());
+    assert_eq!(model(&handle, "alpha").memory.bytes, Some(210 << 20));
 }
