@@ -67,6 +67,48 @@ fn main() {
         bench(case);
     }
     ratios(&sizes[1], &sizes[2]);
+    budgets(&sizes[2]);
+}
+
+/// The cost of counting bytes: `plan()` at 10,000 models whose groups have memory budgets (and
+/// the models estimates) over the same without, in alternating rounds.
+const BUDGET_TARGET: f64 = 1.5;
+
+fn budgets(counted: &Case) {
+    let budgeted = Case::with(counted.count, true);
+    bench(&budgeted);
+    let mut over = Vec::new();
+    for round in 0..ROUNDS {
+        let (with, without) = if round % 2 == 0 {
+            let with = budgeted.time(Case::plan);
+            (with, counted.time(Case::plan))
+        } else {
+            let without = counted.time(Case::plan);
+            (budgeted.time(Case::plan), without)
+        };
+        over.push(with / without);
+        println!(
+            "  round {round}: {} with budgets, {} with max_loaded only",
+            ms(with),
+            ms(without)
+        );
+    }
+    let over = Samples::new(over);
+    let spread = format!(
+        "{:.2}x ({:.2}-{:.2}, {} rounds)",
+        over.median(),
+        over.min(),
+        over.max(),
+        over.len()
+    );
+    println!("  plan() with memory budgets over without, 10,000: {spread}");
+    row(
+        "1 planner",
+        "plan() at 10,000 with memory budgets over with max_loaded only: median (min-max)",
+        &spread,
+        &format!("< {BUDGET_TARGET}x"),
+        verdict(over.median() < BUDGET_TARGET),
+    );
 }
 
 /// Scaling targets (issue 20), as ratios measured in one run so a noisy machine cancels out.
@@ -86,6 +128,11 @@ struct Case {
 
 impl Case {
     fn new(count: usize) -> Case {
+        Case::with(count, false)
+    }
+
+    /// `count` models in groups of ten, with memory budgets and estimates if `budgets`.
+    fn with(count: usize, budgets: bool) -> Case {
         let header = "log_path: logs\n";
         let yaml = |changed: fn(usize) -> bool| {
             hub_yaml(
@@ -95,6 +142,7 @@ impl Case {
                     state,
                     changed,
                     groups: true,
+                    budgets,
                 },
             )
         };

@@ -39,8 +39,8 @@ pub struct ModelPlan {
     /// Stop admitting new requests: a member of a full group, serving now, that the next
     /// eviction will pick once its requests end, so that a model waiting for room gets it.
     pub yields: bool,
-    /// The bytes the plan's load (or, for an engine without load/unload, its start) takes, where
-    /// known: the model's [`footprint`], or in a group with a budget an estimate.
+    /// In a group with a memory budget, the bytes the plan's load (or, for an engine without
+    /// load/unload, its start) counts for: the model's [`footprint`], or an estimate.
     pub bytes: Option<u64>,
     /// The members of its group evicted in this plan to make room for its load.
     pub evicts: Vec<ModelName>,
@@ -287,14 +287,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Time) -> Plan {
                 (name, None, obs)
             }
         };
-        let mut model = plan_model(name, spec, obs, now);
-        if let Some(spec) = spec
-            && !model.actions.is_empty()
-            && takes_memory(spec, &model.actions)
-        {
-            model.bytes = footprint(Some(spec), obs).map(|f| f.bytes);
-        }
-        models.push(model);
+        models.push(plan_model(name, spec, obs, now));
         seen.push((spec, obs));
     }
     if !desired.groups.is_empty() {
@@ -544,17 +537,6 @@ pub fn wave(actions: &[Action]) -> u8 {
     u8::from(!actions.iter().all(Action::frees_resources))
 }
 
-/// Whether `actions` bring a model's weights into memory: a load, or the start of an engine
-/// without load/unload (for which a start is the load).
-fn takes_memory(spec: &ModelSpec, actions: &[Action]) -> bool {
-    let memory_control = spec.run.engine.has_memory_control();
-    actions.iter().any(|a| match a {
-        Action::Load => true,
-        Action::Start | Action::Restart { .. } => !memory_control,
-        _ => false,
-    })
-}
-
 /// What a model counts for in its group's budget: the larger of hub.yaml's estimate and the last
 /// measurement, with where that figure comes from. `None` when there is neither.
 pub fn footprint(spec: Option<&ModelSpec>, obs: &ModelObserved) -> Option<Footprint> {
@@ -625,52 +607,49 @@ fn enforce_group_cap(
     let budget = group.memory.unwrap_or(u64::MAX);
     let fits = |usage: Usage| usage.count <= cap && usage.bytes <= budget;
 
-    // Without a budget no byte is counted, so the cheap check needs no footprints.
-    if group.memory.is_none() {
-        let holding_now = indices
+    // A member's bytes: its footprint, or never measured nor declared, the largest in its group.
+    // Without a budget no byte is counted, and no footprint is looked at.
+    let footprint_of = |index: usize| {
+        let (spec, obs) = seen[index];
+        footprint(spec, obs).map(|f| f.bytes)
+    };
+    let estimate = match group.memory {
+        Some(_) => indices
             .iter()
-            .filter(|&&index| {
-                let (spec, obs) = seen[index];
-                spec.is_some_and(|spec| {
-                    Member {
-                        index,
-                        obs,
-                        memory_control: spec.run.engine.has_memory_control(),
-                        bytes: 0,
-                    }
-                    .will_hold(&plans[index])
-                })
-            })
-            .count();
-        if holding_now <= cap {
-            return;
+            .filter_map(|&i| footprint_of(i))
+            .max()
+            .unwrap_or(0),
+        None => 0,
+    };
+    let member = |index: usize| {
+        let (spec, obs) = seen[index];
+        Some(Member {
+            index,
+            obs,
+            memory_control: spec?.run.engine.has_memory_control(),
+            bytes: match group.memory {
+                Some(_) => footprint_of(index).unwrap_or(estimate),
+                None => 0,
+            },
+        })
+    };
+    // The common case, checked without allocating: the group fits with every planned load.
+    let mut planned = Usage { count: 0, bytes: 0 };
+    for m in indices.iter().filter_map(|&index| member(index)) {
+        let plan = &mut plans[m.index];
+        if group.memory.is_some() && plan.bytes.is_none() && plan.actions.iter().any(|a| m.takes(a))
+        {
+            plan.bytes = Some(m.bytes);
+        }
+        if m.will_hold(plan) {
+            planned.count += 1;
+            planned.bytes = planned.bytes.saturating_add(m.bytes);
         }
     }
-    let known: Vec<Option<u64>> = indices
-        .iter()
-        .map(|&index| {
-            let (spec, obs) = seen[index];
-            footprint(spec, obs).map(|f| f.bytes)
-        })
-        .collect();
-    let estimate = known.iter().flatten().copied().max().unwrap_or(0);
-    let members: Vec<Member> = indices
-        .iter()
-        .zip(&known)
-        .filter_map(|(&index, known)| {
-            let (spec, obs) = seen[index];
-            Some(Member {
-                index,
-                obs,
-                memory_control: spec?.run.engine.has_memory_control(),
-                bytes: if group.memory.is_some() {
-                    known.unwrap_or(estimate)
-                } else {
-                    0
-                },
-            })
-        })
-        .collect();
+    if fits(planned) {
+        return;
+    }
+    let members: Vec<Member> = indices.iter().filter_map(|&index| member(index)).collect();
     let usage = |plans: &[ModelPlan], gone: &dyn Fn(&Member) -> bool| {
         members
             .iter()
@@ -680,17 +659,6 @@ fn enforce_group_cap(
                 bytes: u.bytes.saturating_add(m.bytes),
             })
     };
-    if group.memory.is_some() {
-        for member in &members {
-            let plan = &mut plans[member.index];
-            if plan.bytes.is_none() && plan.actions.iter().any(|a| member.takes(a)) {
-                plan.bytes = Some(member.bytes);
-            }
-        }
-    }
-    if fits(usage(plans, &|_| false)) {
-        return;
-    }
 
     // Requests queue for the members about to take room; the oldest of them came first. A
     // member whose own requests queued later yields to it (first come, first served), one whose

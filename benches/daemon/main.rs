@@ -163,6 +163,7 @@ pub fn config(
             state,
             changed,
             groups: false,
+            budgets: false,
         },
     )
 }

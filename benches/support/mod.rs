@@ -25,6 +25,9 @@ pub struct Models {
     pub changed: fn(usize) -> bool,
     /// Put models in groups of ten (`max_loaded: 3`).
     pub groups: bool,
+    /// And give each group a memory budget (`memory: 30GiB`) and each model an estimate
+    /// (`memory: 4GiB`), so the planner counts bytes too.
+    pub budgets: bool,
 }
 
 /// The name of model `i`: `m0000`, `m0001`, ...
@@ -52,12 +55,20 @@ pub fn hub_yaml(header: &str, models: &Models) -> String {
         if models.groups {
             let _ = write!(yaml, ", group: g{:03}", i / 10);
         }
+        if models.budgets {
+            yaml.push_str(", memory: 4GiB");
+        }
         yaml.push_str("}\n");
     }
     if models.groups {
         yaml.push_str("groups:\n");
         for g in 0..models.count.div_ceil(10) {
-            let _ = writeln!(yaml, "  - {{name: g{g:03}, max_loaded: 3}}");
+            let budget = if models.budgets {
+                ", memory: 30GiB"
+            } else {
+                ""
+            };
+            let _ = writeln!(yaml, "  - {{name: g{g:03}, max_loaded: 3{budget}}}");
         }
     }
     yaml
