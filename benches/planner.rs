@@ -76,7 +76,6 @@ const BUDGET_TARGET: f64 = 1.5;
 
 fn budgets(counted: &Case) {
     let budgeted = Case::with(counted.count, true);
-    bench(&budgeted);
     let mut over = Vec::new();
     for round in 0..ROUNDS {
         let (with, without) = if round % 2 == 0 {

@@ -39,10 +39,18 @@ pub struct ModelPlan {
     /// Stop admitting new requests: a member of a full group, serving now, that the next
     /// eviction will pick once its requests end, so that a model waiting for room gets it.
     pub yields: bool,
-    /// In a group with a memory budget, the bytes the plan's load (or, for an engine without
-    /// load/unload, its start) counts for: the model's [`footprint`], or an estimate.
+    /// What the plan's load takes and whom it evicts, where there is something to say. Boxed:
+    /// rare, and the planner writes a plan for every model.
+    pub load: Option<Box<LoadNote>>,
+}
+
+/// What a load (or, for an engine without load/unload, a start) into a group takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadNote {
+    /// In a group with a memory budget, the bytes it counts for: the model's [`footprint`], or
+    /// an estimate.
     pub bytes: Option<u64>,
-    /// The members of its group evicted in this plan to make room for its load.
+    /// The members of its group evicted in this plan to make room for it.
     pub evicts: Vec<ModelName>,
 }
 
@@ -184,7 +192,17 @@ impl ModelPlan {
 
     /// `+7.5 GiB, evicts small`: what the load takes and whom it pushes out, for `hub diff`.
     fn memory_note(&self) -> Option<String> {
-        crate::bytes::load_note(self.bytes, self.evicts.iter().map(ModelName::as_str))
+        crate::bytes::load_note(self.bytes(), self.evicts().iter().map(ModelName::as_str))
+    }
+
+    /// The bytes its load counts for, in a group with a budget.
+    pub fn bytes(&self) -> Option<u64> {
+        self.load.as_ref().and_then(|l| l.bytes)
+    }
+
+    /// The members its load evicts.
+    pub fn evicts(&self) -> &[ModelName] {
+        self.load.as_ref().map_or(&[], |l| &l.evicts)
     }
 }
 
@@ -389,8 +407,7 @@ fn plan_model(
         on_demand: false,
         release: None,
         yields: false,
-        bytes: None,
-        evicts: Vec::new(),
+        load: None,
     };
     let phase = obs.worker.phase;
     // A model hub.yaml leaves stopped (and no operator stopped) runs while requests want it:
@@ -637,9 +654,11 @@ fn enforce_group_cap(
     let mut planned = Usage { count: 0, bytes: 0 };
     for m in indices.iter().filter_map(|&index| member(index)) {
         let plan = &mut plans[m.index];
-        if group.memory.is_some() && plan.bytes.is_none() && plan.actions.iter().any(|a| m.takes(a))
+        if group.memory.is_some()
+            && plan.bytes().is_none()
+            && plan.actions.iter().any(|a| m.takes(a))
         {
-            plan.bytes = Some(m.bytes);
+            plan.load.get_or_insert_default().bytes = Some(m.bytes);
         }
         if m.will_hold(plan) {
             planned.count += 1;
@@ -743,7 +762,7 @@ fn enforce_group_cap(
         plan.waiting = Some(Wait::GroupFull {
             group: group.name.clone(),
         });
-        plan.bytes = None;
+        plan.load = None;
         held_back += 1;
     }
 
@@ -775,7 +794,7 @@ fn enforce_group_cap(
         for member in &members {
             let plan = &mut plans[member.index];
             if plan.actions.iter().any(|a| member.takes(a)) {
-                plan.evicts = evicted.clone();
+                plan.load.get_or_insert_default().evicts = evicted.clone();
             }
         }
     }

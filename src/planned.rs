@@ -15,8 +15,8 @@ pub fn models(plan: &plan::Plan) -> Vec<PlannedModel> {
             actions: m.actions.iter().map(|a| a.verb().to_string()).collect(),
             result: m.outcome(),
             clears_override: m.override_ == OverrideChange::Cleared,
-            bytes: m.bytes,
-            evicts: m.evicts.iter().map(ToString::to_string).collect(),
+            bytes: m.bytes(),
+            evicts: m.evicts().iter().map(ToString::to_string).collect(),
         })
         .collect()
 }
