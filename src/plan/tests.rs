@@ -512,7 +512,6 @@ fn updates(
             Update::Loaded {
                 on_demand: model_plan.target != DesiredState::Loaded,
                 baseline: None,
-                footprint: None,
             },
         ],
         Action::Unload { .. } => vec![

@@ -58,13 +58,11 @@ pub enum Update {
     Memory(MemoryState),
     Loaded {
         on_demand: bool,
-        /// The worker's processes just before the load and just after it, as measured (`None`
-        /// where nothing could be measured).
+        /// The worker's processes just before the load, as measured in a group with a budget.
         baseline: Option<u64>,
-        footprint: Option<Footprint>,
     },
-    /// The model's footprint, measured: after the start of an engine that loads by starting,
-    /// or on the probe's schedule while it holds its weights.
+    /// The model's footprint, measured: after each load, after the start of an engine that
+    /// loads by starting, or on the probe's schedule while it holds its weights.
     Measured(Footprint),
     Succeeded(Action),
     Failed {
@@ -108,6 +106,8 @@ pub struct Job {
     pub drain: Option<(Arc<crate::gateway::Lane>, Duration)>,
     /// The live worker's pid (its process group), for measuring its memory.
     pub pid: Option<u32>,
+    /// The model is in a group with a memory budget (its load measures the worker first).
+    pub budgeted: bool,
     /// In a group with a memory budget: an unload ends only once the worker's memory is measured
     /// at or below this many bytes (or after [`FREED_TIMEOUT`]), so the next load into the group
     /// never finds the last one's weights still resident.
@@ -326,7 +326,9 @@ async fn wait_ready(
 async fn load(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<(), StepError> {
     let request = memory_request(job, ctx, |e| e.load.as_ref())?;
     let target = target(job, ctx);
-    let baseline = match &target {
+    // What the worker holds without weights: only an unload in a group with a budget needs it
+    // (to tell when its memory is gone), so only there does a load wait for it.
+    let baseline = match target.as_ref().filter(|_| job.budgeted) {
         Some(target) => ctx.workers.measure(target.clone()).await.map(|f| f.bytes),
         None => None,
     };
@@ -339,15 +341,18 @@ async fn load(job: &mut Job, ctx: &Context, send: &impl Fn(Update)) -> Result<()
     };
     match result {
         Ok(()) => {
-            let footprint = match target {
-                Some(target) => ctx.workers.measure(target).await,
-                None => None,
-            };
             send(Update::Loaded {
                 on_demand: job.on_demand,
                 baseline,
-                footprint,
             });
+            // Measured once the model serves: requests need not wait for the figure (an
+            // engine's report may take up to its timeout), and the job holds the model busy, so
+            // nothing plans on it before the figure is in.
+            if let Some(target) = target
+                && let Some(footprint) = ctx.workers.measure(target).await
+            {
+                send(Update::Measured(footprint));
+            }
             Ok(())
         }
         Err(e) => {

@@ -92,6 +92,7 @@ impl Reconciler {
             demand_started: model_plan.on_demand,
             drain,
             pid: obs.worker.pid,
+            budgeted,
             freed_below: budgeted.then(|| freed_below(obs)).flatten(),
         };
         let spec = job.spec.clone();

@@ -83,15 +83,7 @@ impl Reconciler {
                 let before = self.observed.models.get(&name).and_then(|o| o.footprint);
                 report::measured(&self.journal, now, &name, before, *footprint);
             }
-            Update::Loaded {
-                on_demand,
-                footprint,
-                ..
-            } => {
-                if let Some(footprint) = footprint {
-                    let before = self.observed.models.get(&name).and_then(|o| o.footprint);
-                    report::measured(&self.journal, now, &name, before, *footprint);
-                }
+            Update::Loaded { on_demand, .. } => {
                 let message = if *on_demand {
                     "loaded on demand"
                 } else {

@@ -63,12 +63,8 @@ pub fn apply(obs: &mut ModelObserved, update: &Update, now: Time, retry_at: Opti
         Update::Loaded {
             on_demand,
             baseline,
-            footprint,
         } => {
             obs.memory.baseline = *baseline;
-            if footprint.is_some() {
-                obs.footprint = *footprint;
-            }
             obs.memory.state = MemoryState::Loaded;
             obs.memory.loaded_at = Some(now);
             obs.memory.last_activity = Some(now);
