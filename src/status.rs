@@ -156,32 +156,34 @@ pub fn build(inputs: Inputs<'_>) -> Status {
             on_demand: spec.is_none_or(|s| s.on_demand),
         });
     }
+    // `models` is in the plan's order, by name, so a member's status is a binary search away.
+    let status_of = |name: &crate::config::ModelName| {
+        models
+            .binary_search_by(|s| s.name.as_str().cmp(name.as_str()))
+            .ok()
+            .map(|i| &models[i])
+    };
     let groups = desired
         .groups
         .values()
-        .map(|group| GroupStatus {
-            name: group.name.clone(),
-            max_loaded: group.max_loaded,
-            members: group.members.iter().map(ToString::to_string).collect(),
-            memory_budget: group.memory,
-            memory_used: group
-                .members
-                .iter()
-                .filter_map(|m| models.iter().find(|s| s.name == m.as_str()))
-                .filter(|s| s.memory.state != MemoryPhase::Unloaded)
-                .filter_map(|s| s.memory.bytes)
-                .sum(),
-            loaded: group
-                .members
-                .iter()
-                .filter(|m| {
-                    models
-                        .iter()
-                        .find(|s| s.name == m.as_str())
-                        .is_some_and(|s| s.memory.state == MemoryPhase::Loaded)
-                })
-                .map(ToString::to_string)
-                .collect(),
+        .map(|group| {
+            let members: Vec<&ModelStatus> = group.members.iter().filter_map(status_of).collect();
+            GroupStatus {
+                name: group.name.clone(),
+                max_loaded: group.max_loaded,
+                members: group.members.iter().map(ToString::to_string).collect(),
+                memory_budget: group.memory,
+                memory_used: members
+                    .iter()
+                    .filter(|s| s.memory.state != MemoryPhase::Unloaded)
+                    .filter_map(|s| s.memory.bytes)
+                    .sum(),
+                loaded: members
+                    .iter()
+                    .filter(|s| s.memory.state == MemoryPhase::Loaded)
+                    .map(|s| s.name.clone())
+                    .collect(),
+            }
         })
         .collect();
     let all_in_sync = models.iter().all(|m| m.in_sync);
