@@ -78,6 +78,23 @@ pub fn health_url(name: &str, run: &RunSpec, port: u16, hub: &str) -> String {
     url(&Vars::of(name, run, port, hub), &run.engine.health.path)
 }
 
+/// What to measure of the worker with `pid`: its process tree, and the engine's own memory
+/// report (URL and JSON pointer) if the engine has one. The one place it is built, for a load
+/// job and for the periodic measurements.
+pub fn memory_target(
+    name: &str,
+    run: &RunSpec,
+    pid: u32,
+    port: u16,
+    hub: &str,
+) -> crate::measure::Target {
+    let engine = run.engine.memory.as_ref().map(|probe| {
+        let vars = Vars::of(name, run, port, hub);
+        (url(&vars, &probe.path), probe.pointer.clone())
+    });
+    crate::measure::Target { pid, engine }
+}
+
 /// What one readiness probe found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Probe {

@@ -415,15 +415,16 @@ async fn wait_freed(name: &ModelName, ctx: &Context, target: Target, below: u64)
 /// What to measure for the job's worker: its process group, and its engine's own report if the
 /// engine has one.
 fn target(job: &Job, ctx: &Context) -> Option<Target> {
-    let pid = job.pid?;
-    let engine = match (&job.running, job.current_port) {
-        (Some(run), Some(port)) => run.engine.memory.as_ref().map(|probe| {
-            let vars = vars(&job.name, run, port, &ctx.hub_exe);
-            (engine::url(&vars, &probe.path), probe.pointer.clone())
-        }),
-        _ => None,
+    let (Some(pid), Some(run), Some(port)) = (job.pid, &job.running, job.current_port) else {
+        return None;
     };
-    Some(Target { pid, engine })
+    Some(engine::memory_target(
+        job.name.as_str(),
+        run,
+        pid,
+        port,
+        &ctx.hub_exe,
+    ))
 }
 
 fn memory_request(

@@ -157,17 +157,9 @@ impl Reconciler {
                     .is_none_or(|at| now.duration_since(at) >= MEASURE_EVERY))
             .then(|| {
                 probing.measured_at = Some(now);
-                let engine = run.engine.memory.as_ref().map(|probe| {
-                    let vars =
-                        crate::engine::Vars::of(name.as_str(), run, port, &self.executor.hub_exe);
-                    (
-                        crate::engine::url(&vars, &probe.path),
-                        probe.pointer.clone(),
-                    )
-                });
-                self.executor
-                    .workers
-                    .measure(crate::measure::Target { pid, engine })
+                let hub = &self.executor.hub_exe;
+                let target = crate::engine::memory_target(name.as_str(), run, pid, port, hub);
+                self.executor.workers.measure(target)
             });
             let events = self.executor.events.clone();
             let name = name.clone();
