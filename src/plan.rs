@@ -615,10 +615,19 @@ fn enforce_group_cap(
     }
 
     /// Members holding weights, and their bytes together.
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, Default)]
     struct Usage {
         count: usize,
         bytes: u64,
+    }
+    impl Usage {
+        /// With one more member holding `bytes`.
+        fn plus(self, bytes: u64) -> Usage {
+            Usage {
+                count: self.count + 1,
+                bytes: self.bytes.saturating_add(bytes),
+            }
+        }
     }
     let cap = group.max_loaded.map_or(usize::MAX, |n| n as usize);
     let budget = group.memory.unwrap_or(u64::MAX);
@@ -651,7 +660,7 @@ fn enforce_group_cap(
         })
     };
     // The common case, checked without allocating: the group fits with every planned load.
-    let mut planned = Usage { count: 0, bytes: 0 };
+    let mut planned = Usage::default();
     for m in indices.iter().filter_map(|&index| member(index)) {
         let plan = &mut plans[m.index];
         if group.memory.is_some()
@@ -661,8 +670,7 @@ fn enforce_group_cap(
             plan.load.get_or_insert_default().bytes = Some(m.bytes);
         }
         if m.will_hold(plan) {
-            planned.count += 1;
-            planned.bytes = planned.bytes.saturating_add(m.bytes);
+            planned = planned.plus(m.bytes);
         }
     }
     if fits(planned) {
@@ -673,10 +681,7 @@ fn enforce_group_cap(
         members
             .iter()
             .filter(|m| m.will_hold(&plans[m.index]) && !gone(m))
-            .fold(Usage { count: 0, bytes: 0 }, |u, m| Usage {
-                count: u.count + 1,
-                bytes: u.bytes.saturating_add(m.bytes),
-            })
+            .fold(Usage::default(), |u, m| u.plus(m.bytes))
     };
 
     // Requests queue for the members about to take room; the oldest of them came first. A
@@ -725,9 +730,9 @@ fn enforce_group_cap(
     let is_evictable = |m: &Member| evictable.iter().any(|e| e.index == m.index);
 
     // First decide which loads (and, for engines without load/unload, starts) go ahead: in
-    // order (pinned, then asked for through the API, then the longest waiting), each that fits beside what
-    // stays (every member holding weights but the evictable ones) and the loads before it. The
-    // rest wait, so nothing is evicted for a load that still could not happen.
+    // order (pinned, then asked for through the API, then the longest waiting), each that fits
+    // beside what stays (every member holding weights but the evictable ones) and the loads
+    // before it. The rest wait, so nothing is evicted for a load that still could not happen.
     let mut waiting: Vec<&Member> = members
         .iter()
         .filter(|m| plans[m.index].actions.iter().any(|a| m.takes(a)))
@@ -748,10 +753,7 @@ fn enforce_group_cap(
         let with = if member.holds_now() {
             admitted
         } else {
-            Usage {
-                count: admitted.count + 1,
-                bytes: admitted.bytes.saturating_add(member.bytes),
-            }
+            admitted.plus(member.bytes)
         };
         if fits(with) {
             admitted = with;
