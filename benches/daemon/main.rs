@@ -231,12 +231,4 @@ pub fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// A `kB` line of `/proc/PID/status`, such as `VmRSS`.
-pub fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .with_context(|| format!("no {key} for pid {pid}"))?;
-    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
-}
+pub use harness::proc_status_kib;

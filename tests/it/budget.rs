@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TempHub, wait_until};
+use crate::support::{TempHub, proc_status_kib, wait_until};
 
 const MIB: u64 = 1 << 20;
 /// Each model's weights: large beside the built-in worker's own few MiB, so its measured
@@ -28,14 +28,9 @@ models:
   - {name: gamma, model_path: models/big-gamma.bin, state: running, group: g}
 ";
 
-/// Resident bytes of a process, read from `/proc` by the test itself, not through hub.
+/// Resident bytes of a process, read from `/proc` by the test's harness, not through hub.
 fn rss(pid: u64) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    proc_status_kib(pid as u32, "VmRSS").map_or(0, |kib| kib * 1024)
 }
 
 async fn chat(hub: &TempHub, model: &str) -> (u16, Value) {

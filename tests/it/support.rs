@@ -12,7 +12,7 @@ use serde_json::Value;
 #[path = "../support/harness.rs"]
 mod harness;
 
-pub use harness::{is_alive, processes_in};
+pub use harness::{is_alive, proc_status_kib, processes_in};
 
 /// The `hub` binary under test.
 pub fn hub_bin() -> &'static str {

@@ -199,6 +199,16 @@ pub fn is_alive(pid: u32) -> bool {
     })
 }
 
+/// A `kB` line of `/proc/PID/status`, such as `VmRSS`, in KiB.
+pub fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .with_context(|| format!("no {key} for pid {pid}"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
 /// Every pid in `/proc`.
 fn all_pids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
