@@ -416,9 +416,16 @@ impl Reconciler {
         self.sync_requests();
         let plan = plan::plan(&self.desired, &self.observed, now);
         for model_plan in &plan.models {
-            let never_fits = match &model_plan.waiting {
+            // An API load waiting for room that no eviction can ever make is dropped. Looked at
+            // only for such a load: most waiting models have none.
+            let drops_load = match &model_plan.waiting {
                 Some(Wait::GroupFull { group }) => {
-                    !plan::room_possible(&self.desired, &self.observed, group, &model_plan.name)
+                    let name = &model_plan.name;
+                    self.observed
+                        .models
+                        .get(name)
+                        .is_some_and(|o| o.load_requested)
+                        && !plan::room_possible(&self.desired, &self.observed, group, name)
                 }
                 _ => false,
             };
@@ -428,7 +435,7 @@ impl Reconciler {
             if model_plan.override_ == OverrideChange::Cleared {
                 obs.override_ = None;
             }
-            if never_fits && obs.load_requested {
+            if drops_load {
                 tracing::warn!(model = %model_plan.name, "on-demand load dropped: its group is full of pinned models");
                 obs.load_requested = false;
             }
